@@ -1,0 +1,1 @@
+"""Typed, frozen models of the OCI runtime and image specs, and their validation."""

@@ -1,0 +1,1 @@
+"""The only package that calls libc (through ctypes): mounts, namespaces, capabilities."""
