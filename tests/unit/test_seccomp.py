@@ -175,6 +175,18 @@ def test_flags_compile():
                        syscalls=[{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]))
 
 
+def test_large_profile_uses_a_tree():
+    names = ["read", "write", "openat", "close", "mmap", "munmap", "brk", "futex", "getpid",
+             "getppid", "getuid", "getgid", "geteuid", "getegid", "dup", "dup2", "dup3", "pipe2",
+             "fcntl", "ioctl", "lseek", "pread64", "pwrite64", "readv", "writev", "fstat",
+             "newfstatat", "statx", "getdents64", "chdir", "fchdir", "rename", "unlink",
+             "rmdir", "mkdirat", "symlink", "exit_group"]
+    seccomp = profile(defaultAction="SCMP_ACT_ERRNO",
+                      syscalls=[{"names": [n], "action": "SCMP_ACT_ALLOW"} for n in names])
+    assert len(seccomp.syscalls) > 32
+    assert sc.ACT_ALLOW in returns(bpf(seccomp))
+
+
 def test_release_is_idempotent_and_final():
     filt = compile_filter(profile())
     filt.release()
