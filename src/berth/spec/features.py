@@ -28,12 +28,13 @@ MOUNT_OPTIONS = (
 SUPPORTED_SECCOMP_ARCHS = ("SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM",
                            "SCMP_ARCH_AARCH64")
 
-# The kernel release that first took each seccomp filter flag.
+# What berth.runtime.seccomp can build: every action but SCMP_ACT_NOTIFY (no listener support
+# yet), and the filter flags libseccomp sets for it, with the kernel release that took each.
+_SECCOMP_UNSUPPORTED_ACTIONS = ("SCMP_ACT_NOTIFY",)
 _SECCOMP_FLAG_SINCE = {
     "SECCOMP_FILTER_FLAG_TSYNC": (3, 17),
     "SECCOMP_FILTER_FLAG_LOG": (4, 14),
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": (4, 17),
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": (5, 19),
 }
 
 
@@ -52,12 +53,13 @@ def features():
                        "rdma": False},
             "seccomp": {
                 "enabled": _seccomp_enabled(),
-                "actions": list(SECCOMP_ACTIONS),
+                "actions": [a for a in SECCOMP_ACTIONS
+                            if a not in _SECCOMP_UNSUPPORTED_ACTIONS],
                 "operators": list(SECCOMP_OPERATORS),
                 "archs": list(SUPPORTED_SECCOMP_ARCHS),
                 "knownFlags": list(SECCOMP_FLAGS),
                 "supportedFlags": [f for f in SECCOMP_FLAGS
-                                   if kernel >= _SECCOMP_FLAG_SINCE[f]],
+                                   if kernel >= _SECCOMP_FLAG_SINCE.get(f, (999,))],
             },
             "apparmor": {"enabled": apparmor_enabled()},
             "selinux": {"enabled": selinux_enabled()},
@@ -82,9 +84,18 @@ def _kernel_version():
 
 
 def _seccomp_enabled():
-    """True when the kernel was built with seccomp filters (/proc/self/status has Seccomp)."""
+    """True when the kernel has seccomp filters and libseccomp, which berth builds them with,
+    can be loaded."""
     try:
         with open("/proc/self/status", "rb") as f:
-            return any(line.startswith(b"Seccomp:") for line in f)
+            if not any(line.startswith(b"Seccomp:") for line in f):
+                return False
     except OSError:
         return False
+    from berth.sys import seccomp
+
+    try:
+        seccomp.library()
+    except OSError:
+        return False
+    return True
