@@ -263,20 +263,18 @@ def test_id_mapping_range_end(bundle, kind):
     assert str(err.value) == f"linux.{kind}[1].size: the range passes the largest container id"
 
 
-def test_apparmor_and_selinux_need_the_host(bundle):
+@pytest.mark.parametrize("section,field,value,lsm", [
+    ("process", "apparmorProfile", "berth-default", "apparmor"),
+    ("process", "selinuxLabel", "system_u:system_r:container_t:s0", "selinux"),
+    ("linux", "mountLabel", "system_u:object_r:container_file_t:s0", "selinux"),
+])
+def test_security_labels_need_the_host(bundle, section, field, value, lsm):
     raw = base_config()
-    raw["process"]["apparmorProfile"] = "berth-default"
+    raw[section][field] = value
     with pytest.raises(Unsupported) as err:
-        run(raw, bundle, host=Host(has_apparmor=False, has_selinux=True))
-    assert str(err.value) == "process.apparmorProfile: apparmor is not enabled on this host"
-    run(raw, bundle, host=Host(has_apparmor=True, has_selinux=False))
-
-    raw = base_config()
-    raw["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0"
-    with pytest.raises(Unsupported) as err:
-        run(raw, bundle, host=Host(has_apparmor=True, has_selinux=False))
-    assert str(err.value) == "process.selinuxLabel: selinux is not enabled on this host"
-    run(raw, bundle, host=Host(has_apparmor=False, has_selinux=True))
+        run(raw, bundle, host=Host(has_apparmor=lsm != "apparmor", has_selinux=lsm != "selinux"))
+    assert str(err.value) == f"{section}.{field}: {lsm} is not enabled on this host"
+    run(raw, bundle, host=Host(has_apparmor=lsm == "apparmor", has_selinux=lsm == "selinux"))
 
 
 def test_intel_rdt_is_unsupported(bundle):

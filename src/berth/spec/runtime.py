@@ -96,13 +96,16 @@ class Process(Record):
                 height=integer(size.get("height"), f"{path}.consoleSize.height", True, minimum=0),
                 width=integer(size.get("width"), f"{path}.consoleSize.width", True, minimum=0),
             )
+        user = raw.get("user")
         caps = raw.get("capabilities")
         if caps is not None:
             caps = Capabilities.from_json(obj(caps, f"{path}.capabilities"), f"{path}.capabilities")
         return cls(
             terminal=boolean(raw.get("terminal"), f"{path}.terminal"),
             console_size=size,
-            user=User.from_json(obj(raw.get("user"), f"{path}.user", True), f"{path}.user"),
+            # The schema lets "user" out and runc then runs as root; so do we.
+            user=User.from_json(obj(user, f"{path}.user"), f"{path}.user")
+            if user is not None else User(),
             args=strings(raw.get("args"), f"{path}.args"),
             command_line=string(raw.get("commandLine"), f"{path}.commandLine"),
             env=strings(raw.get("env"), f"{path}.env"),
