@@ -200,6 +200,30 @@ def signal_all(manager, sig):
             manager.thaw()
 
 
+def set_pids_hugetlb_rdma(need, resources, hugetlb_limit):
+    """The limits both versions write alike; ``need(controller, field)`` gives the directory.
+
+    Only hugetlb's file name differs: hugetlb.<size>.``hugetlb_limit`` (and its .rsvd. twin
+    where the kernel has reservation accounting).
+    """
+    r = "linux.resources"
+    if resources.pids is not None:
+        d = need("pids", f"{r}.pids.limit")
+        limit = resources.pids.limit
+        write(d, "pids.max", limit if limit > 0 else "max", f"{r}.pids.limit")
+    for i, h in enumerate(resources.hugepage_limits):
+        field = f"{r}.hugepageLimits[{i}]"
+        d = need("hugetlb", field)
+        write(d, f"hugetlb.{h.page_size}.{hugetlb_limit}", h.limit, field)
+        rsvd = f"hugetlb.{h.page_size}.rsvd.{hugetlb_limit}"
+        if exists(d, rsvd):
+            write(d, rsvd, h.limit, field)
+    if resources.rdma:
+        d = need("rdma", f"{r}.rdma")
+        for line in rdma_lines(resources.rdma):
+            write(d, "rdma.max", line, f"{r}.rdma")
+
+
 def rdma_lines(rdma):
     """linux.resources.rdma ({device: {hcaHandles, hcaObjects}}) as rdma.max lines."""
     lines = []

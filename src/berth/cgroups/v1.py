@@ -174,25 +174,11 @@ class V1Manager(Manager):
             self._set_memory(resources.memory)
         if resources.cpu is not None:
             self._set_cpu(resources.cpu)
-        if resources.pids is not None:
-            d = self._need("pids", f"{_R}.pids.limit")
-            limit = resources.pids.limit
-            _fs.write(d, "pids.max", limit if limit > 0 else "max", f"{_R}.pids.limit")
         if resources.block_io is not None:
             self._set_blkio(resources.block_io)
-        for i, h in enumerate(resources.hugepage_limits):
-            field = f"{_R}.hugepageLimits[{i}]"
-            d = self._need("hugetlb", field)
-            _fs.write(d, f"hugetlb.{h.page_size}.limit_in_bytes", h.limit, field)
-            rsvd = f"hugetlb.{h.page_size}.rsvd.limit_in_bytes"
-            if _fs.exists(d, rsvd):
-                _fs.write(d, rsvd, h.limit, field)
+        _fs.set_pids_hugetlb_rdma(self._need, resources, "limit_in_bytes")
         if resources.network:
             self._set_network(resources.network)
-        if resources.rdma:
-            d = self._need("rdma", f"{_R}.rdma")
-            for line in _fs.rdma_lines(resources.rdma):
-                _fs.write(d, "rdma.max", line, f"{_R}.rdma")
         if resources.devices:
             self._set_devices(resources.devices)
 

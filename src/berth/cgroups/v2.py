@@ -166,25 +166,12 @@ class V2Manager(Manager):
             self._set_memory(resources.memory)
         if resources.cpu is not None:
             self._set_cpu(resources.cpu)
-        if resources.pids is not None:
-            self._need("pids", f"{_R}.pids.limit")
-            limit = resources.pids.limit
-            _fs.write(d, "pids.max", limit if limit > 0 else "max", f"{_R}.pids.limit")
         if resources.block_io is not None:
             self._set_io(resources.block_io)
-        for i, h in enumerate(resources.hugepage_limits):
-            field = f"{_R}.hugepageLimits[{i}]"
-            self._need("hugetlb", field)
-            _fs.write(d, f"hugetlb.{h.page_size}.max", h.limit, field)
-            if _fs.exists(d, f"hugetlb.{h.page_size}.rsvd.max"):
-                _fs.write(d, f"hugetlb.{h.page_size}.rsvd.max", h.limit, field)
+        _fs.set_pids_hugetlb_rdma(self._need, resources, "max")
         if resources.network and (resources.network.get("classID") is not None
                                   or resources.network.get("priorities")):
             raise Unsupported(f"{_R}.network: net_cls and net_prio do not exist on cgroup v2")
-        if resources.rdma:
-            self._need("rdma", f"{_R}.rdma")
-            for line in _fs.rdma_lines(resources.rdma):
-                _fs.write(d, "rdma.max", line, f"{_R}.rdma")
         for key, value in resources.unified.items():
             field = f"{_R}.unified.{key}"
             if "/" in key or key.startswith(".") or not key:
