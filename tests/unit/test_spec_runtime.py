@@ -134,3 +134,9 @@ def test_a_given_user_is_checked(user, message):
     with pytest.raises(InvalidArgument) as err:
         Spec.from_json(raw)
     assert str(err.value) == message
+
+
+def test_records_holding_json_objects_hash():
+    raw = minimal(linux={"personality": {"domain": "LINUX", "flags": ["a"]},
+                         "resources": {"unified": {"memory.high": "1M"}}})
+    assert hash(Spec.from_json(raw)) == hash(Spec.from_json(raw))

@@ -173,7 +173,8 @@ def test_one_bad_field(bundle, field, value, message):
 
 @pytest.mark.parametrize("sysctl,namespace", [
     ("kernel.shmmax", "ipc"), ("kernel.msgmnb", "ipc"), ("kernel.sem", "ipc"),
-    ("fs.mqueue.queues_max", "ipc"), ("kernel.domainname", "uts"), ("net.core.somaxconn", "network"),
+    ("fs.mqueue.queues_max", "ipc"), ("kernel.domainname", "uts"),
+    ("net.core.somaxconn", "network"),
 ])
 def test_sysctl_needs_its_namespace(bundle, sysctl, namespace):
     raw = base_config()
@@ -215,7 +216,8 @@ def test_missing_root(bundle):
 
 
 @pytest.mark.parametrize("change", [
-    pytest.param(lambda r: r["process"].update(args=[], commandLine="cmd /c dir"), id="commandLine"),
+    pytest.param(lambda r: r["process"].update(args=[], commandLine="cmd /c dir"),
+                 id="commandLine"),
     pytest.param(lambda r: r["mounts"].append(
         {"destination": "relative/dest", "type": "tmpfs", "source": "tmpfs"}), id="relative-dest"),
     pytest.param(lambda r: r["linux"]["namespaces"].append(

@@ -51,8 +51,11 @@ _MISSING = object()
 
 
 def _hashable(value):
+    # Free-form fields (personality, ioPriority, ...) keep JSON dicts that may hold lists.
     if isinstance(value, dict):
-        return tuple(sorted(value.items()))
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
     return value
 
 
