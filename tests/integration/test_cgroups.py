@@ -66,6 +66,18 @@ class _Cleanup:
         self.managers = []
         self.dirs = []
 
+    def manager(self, name, root=ROOT):
+        """A created manager for /berth-test-<pid>/<name>, removed again at teardown."""
+        parent = _parent()
+        m = manager_for(f"/{parent}/{name}", name, root=root)
+        self.managers.append(m)
+        if m.version == 1:
+            self.dirs.extend(os.path.join(root, h, parent) for h in m.dirs)
+        else:
+            self.dirs.append(os.path.join(root, parent))
+        m.create()
+        return m
+
     def run(self):
         for pid in self.pids:
             _reap(pid)
@@ -94,11 +106,7 @@ def _parent():
 
 @needs_v1
 def test_v1_lifecycle(cleanup):
-    parent = _parent()
-    m = manager_for(f"/{parent}/v1", "v1")
-    cleanup.managers.append(m)
-    cleanup.dirs.extend(os.path.join(ROOT, name, parent) for name in m.dirs)
-    m.create()
+    m = cleanup.manager("v1")
     assert m.exists()
     m.set(Resources.from_json({"memory": {"limit": 64 * 2**20}, "pids": {"limit": 16},
                                "cpu": {"shares": 512, "quota": 50000, "period": 100000}}))
@@ -139,11 +147,7 @@ def test_v1_lifecycle(cleanup):
 def test_v1_refused_value_is_invalid_argument(cleanup):
     from berth.errors import InvalidArgument
 
-    parent = _parent()
-    m = manager_for(f"/{parent}/bad", "bad")
-    cleanup.managers.append(m)
-    cleanup.dirs.extend(os.path.join(ROOT, name, parent) for name in m.dirs)
-    m.create()
+    m = cleanup.manager("bad")
     with pytest.raises(InvalidArgument, match="linux.resources.cpu.cpus: cannot write "
                                               "999999 to cpuset.cpus"):
         m.set(Resources.from_json({"cpu": {"cpus": "999999"}}))
@@ -151,11 +155,7 @@ def test_v1_refused_value_is_invalid_argument(cleanup):
 
 @needs_v1
 def test_v1_devices_rules(cleanup):
-    parent = _parent()
-    m = manager_for(f"/{parent}/dev", "dev")
-    cleanup.managers.append(m)
-    cleanup.dirs.extend(os.path.join(ROOT, name, parent) for name in m.dirs)
-    m.create()
+    m = cleanup.manager("dev")
     m.set(Resources.from_json({"devices": [
         {"allow": False, "access": "rwm"},
         {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
@@ -165,12 +165,8 @@ def test_v1_devices_rules(cleanup):
 
 
 def _v2_lifecycle(root, cleanup, name):
-    parent = _parent()
-    m = manager_for(f"/{parent}/{name}", name, root=root)
+    m = cleanup.manager(name, root)
     assert m.version == 2
-    cleanup.managers.append(m)
-    cleanup.dirs.append(os.path.join(root, parent))
-    m.create()
     assert m.exists()
     pid = _sleeper()
     cleanup.pids.append(pid)
@@ -219,11 +215,7 @@ def test_v2_on_the_hybrid_unified_mount(restore_subtree_control, cleanup):
 
 @needs_unified
 def test_v2_kill_all_with_a_plain_signal(restore_subtree_control, cleanup):
-    parent = _parent()
-    m = manager_for(f"/{parent}/term", "term", root=UNIFIED)
-    cleanup.managers.append(m)
-    cleanup.dirs.append(os.path.join(UNIFIED, parent))
-    m.create()
+    m = cleanup.manager("term", UNIFIED)
     pid = _sleeper()
     cleanup.pids.append(pid)
     m.apply(pid)
