@@ -1,0 +1,242 @@
+"""Start-up time of berth-oci against runc (and crun when installed).
+
+One bundle (busybox rootfs, args ["/bin/true"], berth's default config without a
+terminal), each runtime with its own --root, runs interleaved so drift hits all alike:
+  run      `RUNTIME run ID` (the container is deleted when it exits)
+  lifecycle `create ID`, `start ID`, `state ID` until stopped, `delete ID`
+Prints a markdown table and writes it as a dated section of bench/RESULTS.md.
+
+usage: oci_run.py [-n N] [--warmup W] [--only berth,runc,crun] [--results PATH] [--no-write]
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+import ocikit  # noqa: E402
+
+OUT = os.path.join(HERE, "out")
+ROOTFS = os.path.join(REPO, "build", "rootfs", "busybox")
+SECTION = "## berth-oci start time — "
+
+
+class BenchError(Exception):
+    pass
+
+
+class Runtime:
+    """One OCI runtime binary with its own state directory."""
+
+    def __init__(self, name, prefix, env, root):
+        self.name = name
+        self.prefix = prefix
+        self.env = env
+        self.root = root
+        self.seq = 0
+
+    def call(self, *args, capture=False):
+        """Run one command; stdio never a pipe the container could hold open."""
+        argv = [*self.prefix, "--root", self.root, *args]
+        with tempfile.TemporaryFile() as err:
+            out = subprocess.PIPE if capture else subprocess.DEVNULL
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                  env=self.env, timeout=60)
+            if proc.returncode != 0:
+                err.seek(0)
+                msg = err.read().decode(errors="replace").strip()
+                raise BenchError(f"{' '.join(argv)} exited {proc.returncode}: {msg}")
+        return proc.stdout
+
+    def next_id(self):
+        self.seq += 1
+        return f"bench-{os.getpid()}-{self.seq}"
+
+    def run_once(self, bundle):
+        cid = self.next_id()
+        t0 = time.perf_counter()
+        self.call("run", "--bundle", bundle, cid)
+        return time.perf_counter() - t0
+
+    def lifecycle_once(self, bundle):
+        cid = self.next_id()
+        t0 = time.perf_counter()
+        self.call("create", "--bundle", bundle, cid)
+        self.call("start", cid)
+        while json.loads(self.call("state", cid, capture=True))["status"] != "stopped":
+            pass
+        self.call("delete", cid)
+        return time.perf_counter() - t0
+
+    def leftovers(self):
+        out = self.call("list", "-q", capture=True).decode()
+        return [line for line in out.split() if line]
+
+    def cleanup(self):
+        for cid in self.leftovers():
+            self.call("delete", "--force", cid)
+
+
+def first_line(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return "?"
+    return out.splitlines()[0] if out else "?"
+
+
+def find_runtimes(only):
+    found = {}
+    prefix, env = ocikit.berth_oci_command()
+    found["berth"] = (prefix, env, "berth-oci " + " ".join(prefix))
+    for name in ("runc", "crun"):
+        path = shutil.which(name)
+        if path:
+            found[name] = ([path], dict(os.environ), first_line([path, "--version"]))
+    wanted = only or list(found)
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise BenchError(f"runtime not found: {', '.join(missing)}")
+    return {n: found[n] for n in wanted}
+
+
+def measure(runtimes, bundle, what, n, warmup):
+    """Interleaved samples (seconds) of one measurement for every runtime."""
+    step = {"run": Runtime.run_once, "lifecycle": Runtime.lifecycle_once}[what]
+    samples = {rt.name: [] for rt in runtimes}
+    for i in range(warmup + n):
+        for rt in runtimes:
+            t = step(rt, bundle)
+            if i >= warmup:
+                samples[rt.name].append(t)
+    return samples
+
+
+def table(results, names):
+    """Markdown: one row per runtime, median/mean ms per measurement, ratios to runc."""
+    lines = ["| runtime | run median ms | run mean ms | create+start+delete median ms"
+             " | create+start+delete mean ms |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    stats = {}
+    for name in names:
+        row = []
+        for what in ("run", "lifecycle"):
+            xs = results[what][name]
+            med, mean = statistics.median(xs) * 1e3, statistics.fmean(xs) * 1e3
+            stats[name, what] = (med, mean)
+            row += [f"{med:.1f}", f"{mean:.1f}"]
+        label = "berth-oci" if name == "berth" else name
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    if "runc" in names:
+        for name in names:
+            if name == "runc":
+                continue
+            ratios = []
+            for what in ("run", "lifecycle"):
+                for k in (0, 1):
+                    ratios.append(f"{stats[name, what][k] / stats['runc', what][k]:.2f}")
+            label = "berth-oci" if name == "berth" else name
+            lines.append(f"| {label}/runc | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def write_section(path, heading, body):
+    """Put `heading` + body into the markdown file, replacing a section with that heading."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmark results\n\nWritten by the benches in bench/ (`make bench`).\n"
+    lines = text.rstrip("\n").split("\n")
+    section = [heading, "", *body.rstrip("\n").split("\n")]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+        while end > start and not lines[end - 1].strip():
+            end -= 1
+        lines[start:end] = section
+    else:
+        lines += ["", *section]
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=50, help="measured iterations per runtime")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--only", default="", help="comma-separated: berth,runc,crun")
+    ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    opts = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("oci_run: needs root", file=sys.stderr)
+        return 1
+    only = [n for n in opts.only.split(",") if n]
+    try:
+        found = find_runtimes(only)
+        subprocess.run([os.path.join(REPO, "tools", "mkrootfs-busybox.sh"), ROOTFS], check=True)
+        os.makedirs(OUT, exist_ok=True)
+        work = tempfile.mkdtemp(prefix="oci-run-", dir=OUT)
+        bundle = ocikit.make_bundle(os.path.join(work, "bundle"), ROOTFS, args=["/bin/true"])
+        runtimes = []
+        for name, (prefix, env, _) in found.items():
+            root = os.path.join(work, f"state-{name}")
+            os.makedirs(root)
+            runtimes.append(Runtime(name, prefix, env, root))
+        results = {}
+        try:
+            for what in ("run", "lifecycle"):
+                print(f"oci_run: {what}: {opts.warmup} warm-ups + {opts.n} runs each of "
+                      f"{', '.join(found)}", file=sys.stderr, flush=True)
+                results[what] = measure(runtimes, bundle, what, opts.n, opts.warmup)
+            for rt in runtimes:
+                left = rt.leftovers()
+                if left:
+                    raise BenchError(f"{rt.name} left containers behind: {left}")
+        finally:
+            for rt in runtimes:
+                try:
+                    rt.cleanup()
+                except BenchError as err:
+                    print(f"oci_run: cleanup: {err}", file=sys.stderr)
+    except BenchError as err:
+        print(f"oci_run: {err}", file=sys.stderr)
+        return 1
+    shutil.rmtree(work, ignore_errors=True)
+
+    body = [
+        f"Machine: {os.cpu_count()} cores, kernel {platform.release()}, "
+        f"Python {platform.python_version()} ({sys.executable}).",
+        f"Each runtime: {opts.warmup} warm-ups then {opts.n} measured iterations, "
+        "interleaved; bundle = busybox rootfs, `/bin/true`, default config, no terminal.",
+        "`create+start+delete` polls `state` until the container has stopped.",
+        "",
+        table(results, list(found)),
+        "",
+        *(f"- {('berth-oci' if n == 'berth' else n)}: {desc}" for n, (_, _, desc) in found.items()),
+    ]
+    if "berth" not in found:
+        body.insert(0, "berth-oci not measured in this run (harness check).\n")
+    text = "\n".join(body)
+    print(text)
+    if not opts.no_write:
+        write_section(opts.results, SECTION + datetime.date.today().isoformat(), text)
+        print(f"\noci_run: wrote {os.path.relpath(opts.results)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
