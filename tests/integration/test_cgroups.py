@@ -244,3 +244,53 @@ def fresh_cgroup2(restore_subtree_control):
 def test_v2_on_a_fresh_cgroup2_mount(fresh_cgroup2, cleanup):
     # The same hierarchy as /sys/fs/cgroup/unified, reached through another mount.
     _v2_lifecycle(fresh_cgroup2, cleanup, "fresh")
+
+
+def _probe_in(m, paths):
+    """Fork a child into ``m`` that opens each (path, flags); returns the errnos (0: opened)."""
+    go_r, go_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(go_w)
+            os.close(out_r)
+            os.read(go_r, 1)
+            results = []
+            for path, flags in paths:
+                try:
+                    os.close(os.open(path, flags))
+                    results.append("0")
+                except OSError as err:
+                    results.append(str(err.errno))
+            os.write(out_w, " ".join(results).encode())
+        finally:
+            os._exit(0)
+    os.close(go_r)
+    os.close(out_w)
+    try:
+        m.apply(pid)
+        os.write(go_w, b"x")
+        with os.fdopen(out_r, "rb") as f:
+            text = f.read().decode()
+    finally:
+        os.close(go_w)
+        _reap(pid)
+    return [int(x) for x in text.split()]
+
+
+@needs_unified
+def test_v2_device_rules_are_enforced(restore_subtree_control, cleanup):
+    import errno
+
+    m = cleanup.manager("devices", UNIFIED)
+    m.set(Resources.from_json({"devices": [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "r"}]}))
+    assert _probe_in(m, [("/dev/null", os.O_WRONLY), ("/dev/zero", os.O_RDONLY),
+                         ("/dev/zero", os.O_WRONLY), ("/dev/full", os.O_RDONLY)]) == [
+        0, 0, errno.EPERM, errno.EPERM]
+    # set again: the program is replaced, not stacked
+    m.set(Resources.from_json({"devices": [{"allow": True, "access": "rwm"}]}))
+    assert _probe_in(m, [("/dev/full", os.O_RDONLY), ("/dev/zero", os.O_WRONLY)]) == [0, 0]

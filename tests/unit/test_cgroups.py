@@ -402,7 +402,10 @@ def test_blkio_weight_to_io():
     assert v2.blkio_weight_to_io(500) == 1 + (490 * 9999) // 990
 
 
-def test_v2_set_full_resources(tmp_path, writes):
+def test_v2_set_full_resources(tmp_path, writes, monkeypatch):
+    from berth.sys import bpf
+    attached = []
+    monkeypatch.setattr(bpf, "attach_device_program", lambda d, insns: attached.append(d))
     root = fake_v2(tmp_path)
     m = manager_for("", "c1", root=root)
     full = dict(FULL)
@@ -432,8 +435,9 @@ def test_v2_set_full_resources(tmp_path, writes):
                   f"8:0 {v2.blkio_weight_to_io(600)}",
                   "8:0 rbps=1000", "8:0 wbps=2000", "8:0 riops=30", "8:0 wiops=40",
                   "8:16 rbps=5"]
-    # device rules need eBPF on v2: not written anywhere yet
+    # device rules are an eBPF program on v2, not files
     assert not any(n.startswith("devices.") for n, _ in writes)
+    assert attached == [m.dir]
 
 
 def test_v2_unlimited_values(tmp_path):

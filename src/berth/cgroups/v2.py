@@ -5,9 +5,9 @@ cpu.weight, quota/period to cpu.max, memory+swap to memory.swap.max, blkio weigh
 io.weight, throttles to io.max; cgroup.freeze/cgroup.events, cgroup.kill and the v2
 statistics files. ``linux.resources.unified`` keys are written as file names.
 
-TODO: device rules. v2 has no devices.allow; access control needs a
-BPF_PROG_TYPE_CGROUP_DEVICE program attached to the directory (bpf(2), which would live in
-berth.sys). Until then ``linux.resources.devices`` is ignored on v2 hosts.
+Device rules: v2 has no devices.allow; ``linux.resources.devices`` becomes an eBPF program
+(berth.cgroups.devices) attached to the directory through berth.sys.bpf. Setting them
+again replaces the program.
 """
 
 import os
@@ -172,11 +172,25 @@ class V2Manager(Manager):
         if resources.network and (resources.network.get("classID") is not None
                                   or resources.network.get("priorities")):
             raise Unsupported(f"{_R}.network: net_cls and net_prio do not exist on cgroup v2")
+        if resources.devices:
+            self._set_devices(resources.devices)
         for key, value in resources.unified.items():
             field = f"{_R}.unified.{key}"
             if "/" in key or key.startswith(".") or not key:
                 raise InvalidArgument(f"{field}: not a cgroup file name")
             _fs.write(d, key, value, field)
+
+    def _set_devices(self, rules):
+        from berth.cgroups.devices import program
+        from berth.errors import from_oserror
+        from berth.sys import bpf
+
+        insns = program(rules)
+        try:
+            bpf.attach_device_program(self.dir, insns)
+        except OSError as err:
+            raise from_oserror(err, f"{_R}.devices: cannot attach the device filter to "
+                                    f"{self.dir}") from err
 
     def _set_memory(self, m):
         f = f"{_R}.memory"
