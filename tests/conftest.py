@@ -6,8 +6,11 @@ make_bundle     factory: make_bundle(args=["true"], rootfs=None, readonly=True, 
                 **overrides) -> bundle Path (config.json from tools/ocikit.py)
 oci             oci(*args, check=True, input=None, timeout=60) -> CompletedProcess (text):
                 runs berth-oci --root <oci_root> *args
+container_id    a container ID unique on this machine (cgroups are named after IDs, and
+                other test runs may be going on at the same time)
 """
 import fcntl
+import itertools
 import os
 import pathlib
 import shutil
@@ -68,10 +71,18 @@ class Oci:
         return [*self.prefix, "--root", self.root, *map(str, args)]
 
     def __call__(self, *args, check=True, input=None, timeout=60):
+        # Output goes to files, not pipes: after `create` or `run -d` the container holds
+        # the runtime's stdout and stderr, and a pipe would not reach EOF until it exits.
         argv = self.argv(*args)
-        proc = subprocess.run(
-            argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout, env=self.env)
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(
+                argv, input=None if input is None else input.encode(),
+                stdin=None if input is not None else subprocess.DEVNULL,
+                stdout=out, stderr=err, timeout=timeout, env=self.env)
+            out.seek(0)
+            err.seek(0)
+            proc.stdout = out.read().decode(errors="replace")
+            proc.stderr = err.read().decode(errors="replace")
         if check and proc.returncode != 0:
             raise OciError(proc.returncode, argv, proc.stdout, proc.stderr)
         return proc
@@ -87,25 +98,31 @@ class Oci:
         return ids
 
 
+def cleanup_oci_root(root):
+    """Force-delete every container under berth-oci --root ROOT; return what went wrong."""
+    runner = Oci(root)
+    problems = []
+    for cid in sorted(runner.container_ids()):
+        proc = runner("delete", "--force", cid, check=False, timeout=60)
+        if proc.returncode != 0:
+            problems.append(f"delete --force {cid}: {proc.stderr.strip()}")
+    remaining = runner.container_ids()
+    if remaining:
+        problems.append(f"still listed after delete --force: {sorted(remaining)}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    return problems
+
+
 @pytest.fixture
 def oci_root():
     """A fresh state directory for berth-oci --root; force-deletes leftovers at teardown."""
     # Short and outside tmp_path: the runtime may put unix sockets in it (108-byte limit).
     root = tempfile.mkdtemp(prefix="berth-oci-", dir="/tmp")
     yield root
-    runner = Oci(root)
-    leftover = runner.container_ids()
-    failures = []
-    for cid in sorted(leftover):
-        proc = runner("delete", "--force", cid, check=False, timeout=60)
-        if proc.returncode != 0:
-            failures.append(f"delete --force {cid}: {proc.stderr.strip()}")
-    remaining = runner.container_ids()
-    if not remaining:
-        shutil.rmtree(root, ignore_errors=True)
-    if remaining or failures:
-        pytest.fail(f"berth-oci --root {root} still holds {sorted(remaining)} after "
-                    f"delete --force; {'; '.join(failures)}", pytrace=False)
+    problems = cleanup_oci_root(root)
+    if problems:
+        pytest.fail(f"berth-oci --root {root}: " + "; ".join(problems), pytrace=False)
 
 
 @pytest.fixture
@@ -129,3 +146,11 @@ def make_bundle(tmp_path, request):
                                                mutate=mutate, **overrides))
 
     return make
+
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def container_id():
+    return f"t{os.getpid()}-{next(_ids)}"

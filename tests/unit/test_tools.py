@@ -126,3 +126,34 @@ def test_busybox_fixture_and_make_bundle_fixture(make_bundle, busybox_rootfs):
     assert config["root"]["path"] == busybox_rootfs
     assert os.path.islink(os.path.join(busybox_rootfs, "bin", "true"))
     assert shutil.which("busybox", path=os.path.join(busybox_rootfs, "bin"))
+
+
+FAKE_RUNTIME = """#!/bin/sh
+# A stand-in berth-oci: containers are directories under --root.
+root=$2; shift 2
+case "$1" in
+list) ls "$root" ;;
+delete) [ -n "$STUCK" ] || rmdir "$root/$3" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+def test_cleanup_oci_root_deletes_leftovers(tmp_path, monkeypatch, stuck):
+    from tests.conftest import cleanup_oci_root
+    fake = tmp_path / "fake-oci"
+    fake.write_text(FAKE_RUNTIME)
+    fake.chmod(0o755)
+    monkeypatch.setenv("BERTH_OCI", str(fake))
+    if stuck:
+        monkeypatch.setenv("STUCK", "1")
+    root = tmp_path / "state"
+    (root / "c1").mkdir(parents=True)
+    (root / "c2").mkdir()
+    problems = cleanup_oci_root(str(root))
+    if stuck:
+        assert problems == ["still listed after delete --force: ['c1', 'c2']"]
+        assert root.exists()
+    else:
+        assert problems == []
+        assert not root.exists()
