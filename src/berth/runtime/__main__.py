@@ -1,0 +1,5 @@
+import sys
+
+from berth.runtime.main import main
+
+sys.exit(main())

@@ -1,0 +1,233 @@
+"""`create`: turn a bundle into a created container whose init waits for `start`.
+
+The runtime side of the handshake in init.py: reserve the id, parse and check the config,
+prepare what may fail early (seccomp filter, cgroup limits), fork, write the id maps, run the
+prestart and createRuntime hooks when the init asks, and record the state once it is ready.
+Anything that fails undoes everything: no process, cgroup, fifo or state directory remains.
+"""
+
+import os
+
+from berth.errors import BerthError, InvalidArgument
+from berth.runtime import _sync
+from berth.runtime.state import CONFIG, FIFO, Container, now_rfc3339, proc_stat, write_atomic
+from berth.spec import jsonio
+from berth.spec.runtime import Spec
+from berth.sys import consts as C
+from berth.sys import linux
+
+
+class Created:
+    """What `create` leaves for its caller: the container, its init pid, maybe a pty."""
+
+    def __init__(self, container, pid, manager, master_fd=-1):
+        self.container = container
+        self.pid = pid
+        self.manager = manager
+        self.master_fd = master_fd
+
+
+def load_bundle(bundle, container_id=None):
+    """(spec, raw bytes, rootfs path) of a bundle, validated."""
+    from berth.spec.validate import validate
+
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise InvalidArgument(f"bundle {bundle}: config.json not found") from None
+    except OSError as err:
+        raise InvalidArgument(f"bundle {bundle}: cannot read config.json: "
+                              f"{err.strerror}") from None
+    spec = Spec.from_json(jsonio.loads(raw, "config.json"))
+    validate(spec, bundle, container_id)
+    rootfs = os.path.realpath(os.path.join(bundle, spec.root.path))
+    return spec, raw, rootfs
+
+
+def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no_pivot=False,
+           no_new_keyring=False, preserve_fds=0, systemd_cgroup=False, foreground=False):
+    bundle = os.path.abspath(bundle or os.getcwd())
+    spec, raw, rootfs = load_bundle(bundle, container_id)
+    if spec.process.terminal and not console_socket and not foreground:
+        raise InvalidArgument("cannot allocate tty if berth-oci will detach without setting "
+                              "console socket")
+    container = Container.reserve(root, container_id)
+    manager = None
+    pid = 0
+    fds = []
+    try:
+        write_atomic(container.path(CONFIG), raw)
+        container.state = {
+            "ociVersion": spec.oci_version, "id": container_id, "status": "creating",
+            "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
+            "owner": "", "annotations": spec.annotations,
+        }
+        container.save()
+        seccomp_filter = None
+        if spec.linux.seccomp is not None:
+            from berth.runtime.seccomp import compile_filter
+            seccomp_filter = compile_filter(spec.linux.seccomp)
+        manager = _cgroup(spec, container_id, systemd_cgroup)
+        container.state["cgroupPath"] = manager.path
+        container.state["systemdCgroup"] = systemd_cgroup
+        manager.create()
+        manager.set(effective_resources(spec))
+        os.mkfifo(container.path(FIFO), 0o622)
+        fifo_fd = os.open(container.path(FIFO), os.O_PATH | os.O_CLOEXEC)
+        fds.append(fifo_fd)
+        console_fd = -1
+        local_console = -1
+        if spec.process.terminal:
+            from berth.runtime import console
+            if console_socket:
+                console_fd = console.connect(console_socket)
+            else:
+                local_console, console_fd = console.socketpair()
+                fds.append(local_console)
+            fds.append(console_fd)
+        parent, child = _sync.Channel.pair()
+        fds.extend((parent.rfd, parent.wfd, child.rfd, child.wfd))
+        from berth.runtime.init import InitConfig, intermediate
+        cfg = InitConfig(spec, bundle, rootfs, container.dir, child, fifo_fd,
+                         preserve_fds=preserve_fds, console_fd=console_fd, no_pivot=no_pivot,
+                         no_new_keyring=no_new_keyring, seccomp_filter=seccomp_filter,
+                         cgroup_mounts=manager.container_mounts(),
+                         state_json=b"", detach=not foreground)
+        if foreground:
+            linux.prctl(C.PR_SET_CHILD_SUBREAPER, 1)
+        first = os.fork()
+        if first == 0:
+            parent.close()
+            intermediate(cfg)
+        child.close()
+        try:
+            manager.apply(first)
+            parent.send("go")
+            msg = parent.recv()
+            if msg == "userns":
+                _write_id_maps(first, spec)
+                parent.send("mapped")
+                msg = parent.recv()
+            if msg is None:
+                raise _child_died(first)
+            if msg.startswith("error "):
+                _sync.raise_remote(msg)
+            pid = int(msg.split()[1])
+        except BaseException:
+            _kill(first)
+            raise
+        finally:
+            os.waitpid(first, 0)
+        st = proc_stat(pid)
+        container.state["pid"] = pid
+        container.state["startTime"] = st[1] if st else 0
+        container.save()
+        parent.expect("hooks")
+        state_json = jsonio.dumps(container.oci_state()).encode()
+        if spec.hooks.prestart or spec.hooks.create_runtime:
+            from berth.runtime import hooks
+            hooks.run(spec.hooks.prestart, state_json, "prestart")
+            hooks.run(spec.hooks.create_runtime, state_json, "createRuntime")
+        parent.send("hooks-done")
+        parent.expect("ready")
+        container.state["status"] = "created"
+        container.save()
+        if pid_file:
+            write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+        master = -1
+        if local_console >= 0:
+            from berth.runtime import console
+            master, _ = console.recv_fd(local_console)
+        container.unlock()
+        return Created(container, pid, manager, master)
+    except BaseException as err:
+        cleanup = _undo(container, pid, manager)
+        if isinstance(err, BerthError):
+            err.cleanup_errors.extend(cleanup)
+        raise
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# Devices every container may use whatever its config says, as runc allows them: mknod of
+# anything (the node is useless without rw), the standard /dev nodes, ptys and tun.
+_ALWAYS_ALLOWED = (
+    ("c", None, None, "m"), ("b", None, None, "m"),
+    ("c", 1, 3, "rwm"), ("c", 1, 5, "rwm"), ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"),
+    ("c", 1, 9, "rwm"), ("c", 5, 0, "rwm"), ("c", 5, 1, "rwm"), ("c", 5, 2, "rwm"),
+    ("c", 136, None, "rwm"), ("c", 10, 200, "rwm"),
+)
+
+
+def effective_resources(spec):
+    """The config's resources plus the device rules every container gets."""
+    from berth.spec.runtime import DeviceRule, Resources
+
+    res = spec.linux.resources or Resources()
+    if not res.devices:
+        return res  # no device policy asked for: leave the device cgroup open
+    extra = [DeviceRule(allow=True, type=t, major=ma, minor=mi, access=acc)
+             for t, ma, mi, acc in _ALWAYS_ALLOWED]
+    extra += [DeviceRule(allow=True, type=d.type if d.type != "u" else "c", major=d.major,
+                         minor=d.minor, access="rwm")
+              for d in spec.linux.devices if d.type in ("c", "b", "u")]
+    return res.replace(devices=tuple(res.devices) + tuple(extra))
+
+
+def _cgroup(spec, container_id, systemd):
+    from berth.cgroups import manager_for
+
+    return manager_for(spec.linux.cgroups_path, container_id, systemd=systemd)
+
+
+def _write_id_maps(pid, spec):
+    lx = spec.linux
+    for name, maps in (("uid_map", lx.uid_mappings), ("gid_map", lx.gid_mappings)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as err:
+            raise InvalidArgument(f"linux.{name.replace('_map', 'Mappings').replace('uid', 'uid')}"
+                                  f": cannot write {name}: {err.strerror}") from None
+
+
+def _child_died(pid):
+    from berth.errors import SystemFailure
+
+    return SystemFailure(f"container init (pid {pid}) exited during setup")
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+
+
+def _undo(container, pid, manager):
+    """Remove everything a failed create made; returns the errors met on the way."""
+    errors = []
+    if pid > 0:
+        _kill(pid)
+        try:
+            os.waitpid(pid, 0)  # ours only when run in the foreground (subreaper)
+        except ChildProcessError:
+            pass
+    if manager is not None:
+        try:
+            manager.kill_all(9)
+            manager.destroy()
+        except Exception as err:  # noqa: BLE001 - kept beside the original error
+            errors.append(err)
+    try:
+        container.remove_dir()
+    except OSError as err:
+        errors.append(err)
+    return errors

@@ -1,0 +1,194 @@
+"""The container's first process, from fork to execve.
+
+The runtime (``create``) forks once; that intermediate child joins or creates the
+namespaces and forks again, so the second child is pid 1 of a new pid namespace. The
+intermediate reports that pid and exits. The init then builds the filesystem, pivots into
+it, becomes the configured user and blocks opening the exec fifo until ``start`` opens the
+other end; then it runs the startContainer hooks and execs the user's program.
+
+The interpreter that runs this code is the host's: the process is made non-dumpable at once
+so nothing in the container can open /proc/<pid>/exe or /proc/<pid>/mem of it (the
+CVE-2019-5736 class); berth's launcher also runs the interpreter from a read-only mount.
+"""
+
+import os
+
+from berth.sys import consts as C
+from berth.sys import linux
+
+
+class InitConfig:
+    """Everything the init needs, prepared by the parent before fork (plain data)."""
+
+    def __init__(self, spec, bundle, rootfs, state_dir, channel, fifo_fd, *,
+                 preserve_fds=0, console_fd=-1, no_pivot=False, no_new_keyring=False,
+                 seccomp_filter=None, cgroup_mounts=(), state_json=b"", detach=True,
+                 terminal_slave_fd=-1):
+        self.spec = spec
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.state_dir = state_dir
+        self.channel = channel
+        self.fifo_fd = fifo_fd
+        self.preserve_fds = preserve_fds
+        self.console_fd = console_fd
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.seccomp_filter = seccomp_filter
+        self.cgroup_mounts = cgroup_mounts
+        self.state_json = state_json
+        self.detach = detach
+        self.terminal_slave_fd = terminal_slave_fd
+
+
+def intermediate(cfg):
+    """The first child: namespaces, then fork the init. Never returns."""
+    ch = cfg.channel
+    try:
+        linux.prctl(C.PR_SET_DUMPABLE, 0)
+        ch.expect("go", "runtime")
+        lx = cfg.spec.linux
+        joined = [ns for ns in lx.namespaces if ns.path]
+        new = [ns for ns in lx.namespaces if not ns.path]
+        # Join by path, the user namespace first so the others are entered with its rights.
+        joined.sort(key=lambda ns: ns.type != "user")
+        for ns in joined:
+            flag = C.NAMESPACES[ns.type][0]
+            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(fd, flag, ns.path)
+            finally:
+                os.close(fd)
+        flags = 0
+        for ns in new:
+            flags |= C.NAMESPACES[ns.type][0]
+        if flags & C.CLONE_NEWUSER:
+            linux.unshare(C.CLONE_NEWUSER)
+            ch.send("userns")
+            ch.expect("mapped", "runtime")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        rest = flags & ~C.CLONE_NEWUSER
+        if rest:
+            linux.unshare(rest)
+        if rest & C.CLONE_NEWTIME and lx.time_offsets:
+            with open("/proc/self/timens_offsets", "w") as f:
+                for clock, (secs, nanos) in lx.time_offsets.items():
+                    f.write(f"{clock} {secs} {nanos}\n")
+        pid = os.fork()
+        if pid == 0:
+            container_init(cfg, in_userns=bool(flags & C.CLONE_NEWUSER) or any(
+                ns.type == "user" for ns in joined))
+        ch.send(f"pid {pid}")
+        os._exit(0)
+    except BaseException as err:  # noqa: BLE001 - a child reports, it never unwinds
+        ch.fail(err)
+        os._exit(1)
+
+
+def container_init(cfg, in_userns):
+    """pid 1 of the container. Never returns."""
+    ch = cfg.channel
+    spec = cfg.spec
+    try:
+        # Everything the init will use is imported now: after pivot_root the host's
+        # Python library is out of reach.
+        import fcntl  # noqa: F401
+        import struct  # noqa: F401
+
+        from berth.runtime import process as proc
+        from berth.runtime.rootfs import Rootfs
+        if spec.hooks.create_container or spec.hooks.start_container:
+            from berth.runtime import hooks
+        if os.environ.get("BERTH_OCI_DEBUG"):
+            import traceback  # noqa: F401
+
+        keep = {ch.rfd, ch.wfd, cfg.fifo_fd, cfg.console_fd, cfg.terminal_slave_fd}
+        keep.update(range(3, 3 + cfg.preserve_fds))
+        keep.discard(-1)
+        proc.close_fds_except(keep)
+        os.setsid()
+        if not cfg.no_new_keyring:
+            try:
+                linux.join_session_keyring(None)
+            except OSError:
+                pass  # keyrings may be unavailable (old kernels, some sandboxes)
+        lx = spec.linux
+        own_mount_ns = lx.namespace("mount") is not None and not lx.namespace("mount").path
+        rootfs = Rootfs(spec, cfg.bundle, cfg.rootfs, cfg.cgroup_mounts)
+        if own_mount_ns:
+            rootfs.prepare()
+            rootfs.mount_all()
+            rootfs.make_devices(in_userns)
+        slave = -1
+        if spec.process.terminal:
+            slave = _open_terminal(cfg, rootfs if own_mount_ns else None)
+        ch.send("hooks")
+        ch.expect("hooks-done", "runtime")
+        if spec.hooks.create_container:
+            hooks.run(spec.hooks.create_container, cfg.state_json, "createContainer")
+        if own_mount_ns:
+            rootfs.pivot(cfg.no_pivot)
+            rootfs.finish()
+        elif spec.root is not None and lx.namespace("mount") is None:
+            pass  # sharing the host's mount namespace: the process sees the host
+        if spec.hostname and lx.namespace("uts") is not None:
+            linux.sethostname(spec.hostname)
+        if spec.domainname and lx.namespace("uts") is not None:
+            linux.setdomainname(spec.domainname)
+        for key, value in lx.sysctl.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        if lx.personality:
+            linux.personality(0x0008 if lx.personality.get("domain") == "LINUX32" else 0)
+        process = spec.process
+        if slave >= 0:
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+            fcntl.ioctl(0, C.TIOCSCTTY, 0)
+            if slave > 2:
+                os.close(slave)
+        pending = proc.prepare(process, seccomp_filter=cfg.seccomp_filter)
+        proc.enter_cwd(process.cwd)
+        executable = proc.find_executable(process.args[0], process.env)
+        ch.send("ready")
+        # Wait for `start`: opening the fifo for writing blocks until it is opened to read.
+        fd = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(cfg.fifo_fd)
+        if spec.hooks.start_container:
+            hooks.run(spec.hooks.start_container, cfg.state_json, "startContainer")
+        ch.close()
+        proc.execute(process, executable, pending)
+    except BaseException as err:  # noqa: BLE001
+        ch.fail(err)
+        os._exit(1)
+
+
+def _open_terminal(cfg, rootfs):
+    """A new pty from the container's devpts; the master goes out on the console socket."""
+    import fcntl
+    import struct
+
+    ptmx = "/dev/pts/ptmx" if rootfs is None else os.path.join(cfg.rootfs, "dev/pts/ptmx")
+    if not os.path.exists(ptmx):
+        ptmx = os.path.join(cfg.rootfs, "dev/ptmx") if rootfs is not None else "/dev/ptmx"
+    master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, C.TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("i", fcntl.ioctl(master, C.TIOCGPTN, struct.pack("i", 0)))[0]
+    pts_dir = os.path.dirname(ptmx) if ptmx.endswith("pts/ptmx") else os.path.join(
+        os.path.dirname(ptmx), "pts")
+    slave_path = os.path.join(pts_dir, str(number))
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    size = cfg.spec.process.console_size
+    if size is not None:
+        fcntl.ioctl(slave, C.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
+    if rootfs is not None:
+        rootfs.bind_console(slave_path)
+    from berth.runtime.console import send_fd
+    send_fd(cfg.console_fd, master, slave_path)
+    os.close(master)
+    if cfg.console_fd >= 0:
+        os.close(cfg.console_fd)
+    return slave

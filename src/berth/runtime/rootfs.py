@@ -1,0 +1,428 @@
+"""The container's filesystem: mounts inside the rootfs, /dev, pivot_root, masked paths.
+
+Runs in the container init after it entered its new mount namespace. Every mount target is
+opened below the rootfs with openat2(RESOLVE_IN_ROOT) and mounted through /proc/self/fd/N,
+so a symlink swapped in by a hostile image can never point a mount outside the rootfs
+(the CVE-2021-30465 class). Mounts whose target resolves into /proc are refused, except
+proc itself and the few files runc allows (CVE-2019-16884); proc and sysfs may not be
+mounted through a symlink.
+"""
+
+import os
+import stat
+
+from berth.errors import InvalidArgument, PermissionDenied
+from berth.sys import consts as C
+from berth.sys import linux
+
+_FLAGS = {
+    # option: (flags to set, flags to clear)
+    "defaults": (0, 0),
+    "ro": (C.MS_RDONLY, 0), "rw": (0, C.MS_RDONLY),
+    "nosuid": (C.MS_NOSUID, 0), "suid": (0, C.MS_NOSUID),
+    "nodev": (C.MS_NODEV, 0), "dev": (0, C.MS_NODEV),
+    "noexec": (C.MS_NOEXEC, 0), "exec": (0, C.MS_NOEXEC),
+    "sync": (C.MS_SYNCHRONOUS, 0), "async": (0, C.MS_SYNCHRONOUS),
+    "dirsync": (C.MS_DIRSYNC, 0),
+    "remount": (C.MS_REMOUNT, 0),
+    "mand": (C.MS_MANDLOCK, 0), "nomand": (0, C.MS_MANDLOCK),
+    "noatime": (C.MS_NOATIME, 0), "atime": (0, C.MS_NOATIME),
+    "nodiratime": (C.MS_NODIRATIME, 0), "diratime": (0, C.MS_NODIRATIME),
+    "relatime": (C.MS_RELATIME, 0), "norelatime": (0, C.MS_RELATIME),
+    "strictatime": (C.MS_STRICTATIME, 0), "nostrictatime": (0, C.MS_STRICTATIME),
+    "lazytime": (C.MS_LAZYTIME, 0), "nolazytime": (0, C.MS_LAZYTIME),
+    "iversion": (1 << 23, 0), "noiversion": (0, 1 << 23),
+    "nosymfollow": (C.MS_NOSYMFOLLOW, 0), "symfollow": (0, C.MS_NOSYMFOLLOW),
+    "silent": (C.MS_SILENT, 0), "loud": (0, C.MS_SILENT),
+    "bind": (C.MS_BIND, 0), "rbind": (C.MS_BIND | C.MS_REC, 0),
+}
+
+PROPAGATION = {
+    "private": C.MS_PRIVATE, "rprivate": C.MS_PRIVATE | C.MS_REC,
+    "shared": C.MS_SHARED, "rshared": C.MS_SHARED | C.MS_REC,
+    "slave": C.MS_SLAVE, "rslave": C.MS_SLAVE | C.MS_REC,
+    "unbindable": C.MS_UNBINDABLE, "runbindable": C.MS_UNBINDABLE | C.MS_REC,
+}
+
+# Extensions berth handles itself rather than passing to the kernel.
+_EXTENSIONS = ("tmpcopyup",)
+
+# The files below /proc that runc lets a bind mount cover (lxcfs-style overrides).
+_PROC_ALLOWED = ("/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat",
+                 "/proc/swaps", "/proc/uptime", "/proc/loadavg", "/proc/slabinfo",
+                 "/proc/net/dev", "/proc/sys/kernel/ns_last_pid")
+
+_DEFAULT_DEVICES = (
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+
+def parse_options(options, where="mounts"):
+    """(flags, propagation flags, data string, extensions) for a mount's options."""
+    flags = 0
+    propagation = []
+    data = []
+    extensions = []
+    for opt in options:
+        entry = _FLAGS.get(opt)
+        if entry is not None:
+            flags = (flags | entry[0]) & ~entry[1]
+        elif opt in PROPAGATION:
+            propagation.append(PROPAGATION[opt])
+        elif opt in _EXTENSIONS:
+            extensions.append(opt)
+        elif opt in ("rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec",
+                     "idmap", "ridmap"):
+            raise InvalidArgument(f"{where}: mount option {opt} is not supported")
+        else:
+            data.append(opt)
+    return flags, propagation, ",".join(data), extensions
+
+
+class Rootfs:
+    """Sets up one container's filesystem below ``path`` (the bundle's root, absolute)."""
+
+    def __init__(self, spec, bundle, path, cgroup_mounts=()):
+        self.spec = spec
+        self.bundle = bundle
+        self.path = path.rstrip("/") or "/"
+        self.cgroup_mounts = cgroup_mounts
+        self.rootfd = -1
+        self.bind_dev = False
+
+    # ---- the steps, in the order init calls them
+
+    def prepare(self):
+        prop = self.spec.linux.rootfs_propagation
+        flag = PROPAGATION.get(prop) if prop in ("private", "rprivate") else None
+        linux.mount(None, "/", None, flag or (C.MS_SLAVE | C.MS_REC))
+        linux.mount(self.path, self.path, "bind", C.MS_BIND | C.MS_REC)
+        self.rootfd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def mount_all(self):
+        for i, m in enumerate(self.spec.mounts):
+            where = f"mounts[{i}]"
+            dest = m.destination if m.destination.startswith("/") else "/" + m.destination
+            if m.destination == "/dev" and m.type == "bind":
+                self.bind_dev = True
+            self._mount_one(m, dest, where)
+
+    def make_devices(self, in_userns):
+        if not self.bind_dev and self._has_dev_tmpfs():
+            for name, major, minor in _DEFAULT_DEVICES:
+                self._device(f"/dev/{name}", "c", major, minor, 0o666, 0, 0, in_userns)
+            for name, target in _DEV_LINKS:
+                self._symlink(target, f"/dev/{name}")
+            if os.path.exists("/proc/kcore"):
+                self._symlink("/proc/kcore", "/dev/core")
+            self._symlink("pts/ptmx", "/dev/ptmx")
+        for i, d in enumerate(self.spec.linux.devices):
+            mode = d.file_mode if d.file_mode is not None else 0o666
+            self._device(d.path, d.type, d.major, d.minor, mode, d.uid or 0, d.gid or 0,
+                         in_userns, where=f"linux.devices[{i}]")
+
+    def bind_console(self, slave_path):
+        fd = self._target("/dev/console", is_dir=False, where="console")
+        try:
+            linux.mount(slave_path, f"/proc/self/fd/{fd}", None, C.MS_BIND)
+        finally:
+            os.close(fd)
+
+    def pivot(self, no_pivot=False):
+        os.close(self.rootfd)
+        self.rootfd = -1
+        os.chdir(self.path)
+        if no_pivot:
+            linux.mount(self.path, "/", None, C.MS_MOVE)
+            os.chroot(".")
+        else:
+            linux.pivot_root(".", ".")
+            # The old root is stacked under "/" now: make it a slave so its unmount does not
+            # reach the host, then detach it.
+            linux.mount(None, ".", None, C.MS_SLAVE | C.MS_REC)
+            linux.umount(".", C.MNT_DETACH)
+        os.chdir("/")
+
+    def finish(self):
+        """After pivot_root: readonly and masked paths, a readonly root, propagation."""
+        lx = self.spec.linux
+        for p in lx.readonly_paths:
+            self._readonly(p)
+        for p in lx.masked_paths:
+            self._mask(p)
+        if self.spec.root.readonly:
+            _remount_ro("/", recursive=False)
+        prop = lx.rootfs_propagation
+        if prop and prop not in ("private", "rprivate", "slave", "rslave"):
+            linux.mount(None, "/", None, PROPAGATION[prop])
+
+    # ---- one mount
+
+    def _mount_one(self, m, dest, where):
+        flags, propagation, data, extensions = parse_options(m.options, f"{where}.options")
+        kind = m.type
+        is_bind = bool(flags & C.MS_BIND) or kind == "bind"
+        self._check_dest(dest, kind, is_bind, where)
+        if kind in ("cgroup", "cgroup2"):
+            self._mount_cgroup(m, dest, flags, where)
+            return
+        if is_bind:
+            source = m.source if m.source.startswith("/") else os.path.join(self.bundle, m.source)
+            try:
+                st = os.stat(source)
+            except OSError as err:
+                raise InvalidArgument(f"{where}.source: {source}: {err.strerror}") from None
+            fd = self._target(dest, is_dir=stat.S_ISDIR(st.st_mode), where=where)
+            try:
+                linux.mount(source, f"/proc/self/fd/{fd}", None,
+                            C.MS_BIND | (flags & C.MS_REC))
+            finally:
+                os.close(fd)
+            extra = flags & ~(C.MS_BIND | C.MS_REC | C.MS_REMOUNT)
+            if extra:
+                self._remount(dest, C.MS_BIND | C.MS_REMOUNT | extra, where)
+        else:
+            fd = self._target(dest, is_dir=True, where=where)
+            try:
+                if "tmpcopyup" in extensions:
+                    self._tmpcopyup(fd, m, flags, data)
+                else:
+                    linux.mount(m.source or kind, f"/proc/self/fd/{fd}", kind, flags,
+                                data or None)
+            finally:
+                os.close(fd)
+        for prop in propagation:
+            fd = self._target(dest, is_dir=None, where=where)
+            try:
+                linux.mount(None, f"/proc/self/fd/{fd}", None, prop)
+            finally:
+                os.close(fd)
+
+    def _mount_cgroup(self, m, dest, flags, where):
+        """A cgroup filesystem for the container: its own cgroups, bound from the host."""
+        ro = flags & C.MS_RDONLY
+        fd = self._target(dest, is_dir=True, where=where)
+        try:
+            target = f"/proc/self/fd/{fd}"
+            if len(self.cgroup_mounts) == 1 and self.cgroup_mounts[0][1] == "":
+                linux.mount(self.cgroup_mounts[0][0], target, None, C.MS_BIND | C.MS_REC)
+            else:
+                linux.mount("tmpfs", target, "tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,
+                            "mode=755")
+        finally:
+            os.close(fd)
+        if not (len(self.cgroup_mounts) == 1 and self.cgroup_mounts[0][1] == ""):
+            for source, sub in self.cgroup_mounts:
+                sub_dest = f"{dest.rstrip('/')}/{sub}"
+                sfd = self._target(sub_dest, is_dir=True, where=where)
+                try:
+                    linux.mount(source, f"/proc/self/fd/{sfd}", None, C.MS_BIND | C.MS_REC)
+                finally:
+                    os.close(sfd)
+                self._remount(sub_dest, C.MS_BIND | C.MS_REMOUNT | C.MS_NOSUID | C.MS_NODEV
+                              | C.MS_NOEXEC | ro, where)
+        if ro:
+            self._remount(dest, C.MS_BIND | C.MS_REMOUNT | C.MS_RDONLY | C.MS_NOSUID
+                          | C.MS_NODEV | C.MS_NOEXEC, where)
+
+    def _tmpcopyup(self, fd, m, flags, data):
+        """Mount a tmpfs over a directory, carrying its existing content up into it."""
+        import shutil
+        import tempfile
+
+        stage = tempfile.mkdtemp(prefix=".berth-tmpcopyup-", dir="/tmp")
+        try:
+            linux.mount(m.source or "tmpfs", stage, "tmpfs", flags, data or None)
+            src = f"/proc/self/fd/{fd}"
+            for name in os.listdir(src):
+                s = os.path.join(src, name)
+                d = os.path.join(stage, name)
+                if os.path.isdir(s) and not os.path.islink(s):
+                    shutil.copytree(s, d, symlinks=True)
+                else:
+                    shutil.copy2(s, d, follow_symlinks=False)
+            linux.mount(stage, src, None, C.MS_MOVE)
+        finally:
+            os.rmdir(stage)
+
+    # ---- safe paths inside the rootfs
+
+    def _check_dest(self, dest, kind, is_bind, where):
+        rel = dest.lstrip("/")
+        if kind in ("proc", "sysfs"):
+            try:
+                st = os.stat(rel, dir_fd=self.rootfd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise PermissionDenied(f"{where}.destination: {dest} is a symlink; "
+                                       f"refusing to mount {kind} through it")
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                raise PermissionDenied(f"{where}.destination: {dest} is not a directory")
+        resolved = self._resolve(dest)
+        if resolved == "/proc" and kind != "proc":
+            raise PermissionDenied(f"{where}.destination: mounting {kind or 'a bind'} over "
+                                   f"/proc is not allowed")
+        if resolved.startswith("/proc/"):
+            if not (is_bind and resolved in _PROC_ALLOWED):
+                raise PermissionDenied(f"{where}.destination: {dest} resolves to {resolved}, "
+                                       f"inside /proc: not allowed")
+        if kind == "proc" and resolved != dest.rstrip("/"):
+            raise PermissionDenied(f"{where}.destination: {dest} resolves to {resolved}; "
+                                   f"proc may only be mounted on a real directory")
+
+    def _resolve(self, dest):
+        """The path ``dest`` reaches inside the rootfs, following its symlinks in the root."""
+        parts = [p for p in dest.split("/") if p and p != "."]
+        # Resolve the longest existing prefix; the rest will be created as plain directories.
+        for cut in range(len(parts), -1, -1):
+            prefix = "/".join(parts[:cut]) or "."
+            try:
+                fd = linux.openat2(self.rootfd, prefix, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                continue
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+            inside = real[len(self.path):] if real.startswith(self.path) else real
+            tail = "/".join(parts[cut:])
+            base = inside.rstrip("/") or ""
+            return (base + "/" + tail).rstrip("/") if tail else (base or "/")
+        return dest
+
+    def _target(self, dest, is_dir, where):
+        """An O_PATH fd on ``dest`` inside the rootfs, creating it (dirs, or a file) if absent."""
+        rel = dest.strip("/")
+        try:
+            return linux.openat2(self.rootfd, rel or ".", os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
+        except FileNotFoundError:
+            pass
+        parts = [p for p in rel.split("/") if p and p != "."]
+        parent = os.dup(self.rootfd)
+        try:
+            for i, name in enumerate(parts):
+                if name == "..":
+                    raise InvalidArgument(f"{where}.destination: {dest} contains '..'")
+                last = i == len(parts) - 1
+                try:
+                    fd = linux.openat2(parent, name, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
+                except FileNotFoundError:
+                    if last and is_dir is False:
+                        cfd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+                                      | os.O_NOFOLLOW, 0o644, dir_fd=parent)
+                        os.close(cfd)
+                    else:
+                        os.mkdir(name, 0o755, dir_fd=parent)
+                    fd = linux.openat2(parent, name, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
+                os.close(parent)
+                parent = fd
+            return os.dup(parent)
+        except OSError as err:
+            raise InvalidArgument(f"{where}.destination: cannot create {dest} in the rootfs: "
+                                  f"{err.strerror}") from None
+        finally:
+            os.close(parent)
+
+    def _remount(self, dest, flags, where):
+        fd = self._target(dest, is_dir=None, where=where)
+        try:
+            target = f"/proc/self/fd/{fd}"
+            try:
+                linux.mount(None, target, None, flags)
+            except PermissionError:
+                # In a user namespace, locked flags of the original mount must be kept.
+                locked = _statvfs_flags(target)
+                linux.mount(None, target, None, flags | locked)
+        finally:
+            os.close(fd)
+
+    def _has_dev_tmpfs(self):
+        return any(m.destination.rstrip("/") == "/dev" and m.type != "bind"
+                   for m in self.spec.mounts)
+
+    def _device(self, path, kind, major, minor, mode, uid, gid, in_userns,
+                where="devices"):
+        rel = path.lstrip("/")
+        head, name = os.path.split(rel)
+        pfd = self._target("/" + head, is_dir=True, where=where) if head else os.dup(self.rootfd)
+        try:
+            try:
+                os.unlink(name, dir_fd=pfd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                raise InvalidArgument(f"{where}.path: {path} is a directory") from None
+            if in_userns:
+                # mknod is not allowed in a user namespace: bind the host's node instead.
+                cfd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                              0o644, dir_fd=pfd)
+                os.close(cfd)
+                fd = linux.openat2(pfd, name, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
+                try:
+                    linux.mount(path, f"/proc/self/fd/{fd}", None, C.MS_BIND)
+                finally:
+                    os.close(fd)
+                return
+            kind_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                         "p": stat.S_IFIFO}[kind]
+            os.mknod(name, kind_bits | (mode & 0o7777), os.makedev(major, minor), dir_fd=pfd)
+            os.chmod(name, mode & 0o7777, dir_fd=pfd, follow_symlinks=False)
+            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(pfd)
+
+    def _symlink(self, target, path):
+        rel = path.lstrip("/")
+        head, name = os.path.split(rel)
+        pfd = self._target("/" + head, is_dir=True, where="devices")
+        try:
+            os.symlink(target, name, dir_fd=pfd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(pfd)
+
+    # ---- after pivot_root (plain paths are inside the container now)
+
+    def _readonly(self, path):
+        try:
+            linux.mount(path, path, None, C.MS_BIND | C.MS_REC)
+        except FileNotFoundError:
+            return
+        _remount_ro(path, recursive=True)
+
+    def _mask(self, path):
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            linux.mount("tmpfs", path, "tmpfs", C.MS_RDONLY, None)
+        else:
+            linux.mount("/dev/null", path, None, C.MS_BIND)
+
+
+def _statvfs_flags(path):
+    f = os.statvfs(path).f_flag
+    out = 0
+    for bit, ms in ((os.ST_NOSUID, C.MS_NOSUID), (os.ST_NODEV, C.MS_NODEV),
+                    (os.ST_NOEXEC, C.MS_NOEXEC), (os.ST_RDONLY, C.MS_RDONLY),
+                    (os.ST_NOATIME, C.MS_NOATIME), (os.ST_NODIRATIME, C.MS_NODIRATIME),
+                    (os.ST_RELATIME, C.MS_RELATIME)):
+        if f & bit:
+            out |= ms
+    return out
+
+
+def _remount_ro(path, recursive):
+    flags = C.MS_BIND | C.MS_REMOUNT | C.MS_RDONLY | (C.MS_REC if recursive else 0)
+    try:
+        linux.mount(None, path, None, flags | _statvfs_flags(path))
+    except PermissionError:
+        linux.mount(None, path, None, flags | _statvfs_flags(path))

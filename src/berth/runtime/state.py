@@ -1,0 +1,207 @@
+"""A container's record under the runtime root: state.json, the exec fifo, and the lock.
+
+Layout of ``<root>/<id>/``: ``state.json`` (written by temp file, fsync and rename), ``exec.fifo``
+(exists from create until start: the init blocks opening it), ``config.json`` (the bundle's
+config as given, for exec, update and the poststop hooks). The directory's creation with
+mkdir is the id's reservation, so two racing creates cannot both win; every verb that changes
+a container holds ``flock`` on the directory.
+
+A container's status is derived, as runc derives it, never trusted from the file alone:
+the init's pid must be alive with the start time recorded at create (pids are reused).
+"""
+
+import errno
+import fcntl
+import os
+import time
+
+from berth.errors import AlreadyExists, Conflict, NotFound
+from berth.spec import jsonio
+from berth.spec.validate import validate_id
+
+STATE = "state.json"
+FIFO = "exec.fifo"
+CONFIG = "config.json"
+
+DEFAULT_ROOT = "/run/berth-oci"
+
+
+def now_rfc3339():
+    ns = time.time_ns()
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+def proc_stat(pid):
+    """(state letter, start time in clock ticks) of ``pid``, or None when it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2:].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def write_atomic(path, data, mode=0o600):
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+class Container:
+    """One container's directory and recorded state."""
+
+    def __init__(self, root, container_id, state=None):
+        self.root = root
+        self.id = container_id
+        self.dir = os.path.join(root, container_id)
+        self.state = state or {}
+        self._lock_fd = None
+
+    # ---- reservation and locking
+
+    @classmethod
+    def reserve(cls, root, container_id):
+        """Claim ``container_id`` atomically; the caller fills and saves the state."""
+        validate_id(container_id)
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        c = cls(root, container_id)
+        try:
+            os.mkdir(c.dir, 0o711)
+        except FileExistsError:
+            raise AlreadyExists(f"container with id exists: {container_id}") from None
+        c.lock()
+        return c
+
+    @classmethod
+    def load(cls, root, container_id):
+        validate_id(container_id)
+        c = cls(root, container_id)
+        try:
+            with open(os.path.join(c.dir, STATE), "rb") as f:
+                c.state = jsonio.loads(f.read(), f"{container_id}/{STATE}")
+        except FileNotFoundError:
+            raise NotFound(f"container does not exist: {container_id}") from None
+        return c
+
+    def lock(self):
+        if self._lock_fd is None:
+            try:
+                fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise NotFound(f"container does not exist: {self.id}") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_fd = fd
+        return self
+
+    def unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def reload(self):
+        """Re-read state after taking the lock (another process may have changed it)."""
+        try:
+            with open(os.path.join(self.dir, STATE), "rb") as f:
+                self.state = jsonio.loads(f.read(), f"{self.id}/{STATE}")
+        except FileNotFoundError:
+            raise NotFound(f"container does not exist: {self.id}") from None
+        return self
+
+    # ---- files
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def save(self):
+        write_atomic(self.path(STATE), jsonio.dumps(self.state).encode())
+
+    def config(self):
+        return jsonio.load_file(self.path(CONFIG), f"{self.id}/{CONFIG}")
+
+    # ---- derived status
+
+    @property
+    def pid(self):
+        return self.state.get("pid", 0)
+
+    def init_alive(self):
+        pid = self.pid
+        if pid <= 0:
+            return False
+        st = proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            return False
+        return st[1] == self.state.get("startTime", st[1])
+
+    def status(self):
+        recorded = self.state.get("status", "stopped")
+        if not self.init_alive():
+            return "stopped"
+        if recorded == "creating":
+            return "creating"
+        if os.path.exists(self.path(FIFO)):
+            return "created"
+        if self.state.get("paused"):
+            return "paused"
+        return "running"
+
+    def oci_state(self):
+        """The state object of the OCI spec, as `state` prints and hooks read on stdin."""
+        status = self.status()
+        out = {
+            "ociVersion": self.state.get("ociVersion", ""),
+            "id": self.id,
+            "status": status,
+            "pid": self.pid if status != "stopped" else 0,
+            "bundle": self.state.get("bundle", ""),
+            "rootfs": self.state.get("rootfs", ""),
+            "created": self.state.get("created", ""),
+            "owner": self.state.get("owner", ""),
+        }
+        if self.state.get("annotations"):
+            out["annotations"] = self.state["annotations"]
+        return out
+
+    def remove_dir(self):
+        for name in os.listdir(self.dir):
+            try:
+                os.unlink(self.path(name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(self.dir)
+        except FileNotFoundError:
+            pass
+        self.unlock()
+
+
+def require_status(container, *allowed, verb):
+    status = container.status()
+    if status not in allowed:
+        if status == "stopped" and verb in ("kill", "exec", "pause", "resume", "start"):
+            raise Conflict(f"cannot {verb} container {container.id}: container is not running")
+        raise Conflict(f"cannot {verb} container {container.id} in state {status}")
+    return status
+
+
+def list_ids(root):
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.isfile(os.path.join(root, n, STATE)))
+
+
+def is_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno == errno.EPERM
+    return True

@@ -1,0 +1,1 @@
+"""One module per berth-oci verb: each parses its flags and calls the runtime."""

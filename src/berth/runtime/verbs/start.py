@@ -1,0 +1,56 @@
+"""`berth-oci start ID`: release a created container's init to exec the user's process."""
+
+import os
+
+from berth.errors import Conflict
+from berth.runtime.main import need_id
+from berth.runtime.state import FIFO, Container, require_status
+
+USAGE = "usage: berth-oci start ID\n"
+
+
+def start(root, container_id, log=None):
+    c = Container.load(root, container_id).lock().reload()
+    try:
+        require_status(c, "created", verb="start")
+        fd = os.open(c.path(FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            _await_init(c, fd)
+        finally:
+            os.close(fd)
+        os.unlink(c.path(FIFO))
+        c.state["status"] = "running"
+        c.save()
+        config = None
+        hooks_raw = c.config().get("hooks") or {}
+        if hooks_raw.get("poststart"):
+            from berth.runtime import hooks
+            from berth.spec import jsonio
+            from berth.spec.runtime import Hooks
+            config = Hooks.from_json(hooks_raw)
+            hooks.run_reporting(config.poststart, jsonio.dumps(c.oci_state()).encode(),
+                                "poststart", log or (lambda m: None))
+    finally:
+        c.unlock()
+    return c
+
+
+def _await_init(c, fd):
+    """Read the init's byte from the fifo; fail if the init dies instead."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        if poller.poll(50):
+            data = os.read(fd, 1)
+            if data:
+                return
+        if not c.init_alive():
+            raise Conflict(f"cannot start container {c.id}: its init exited")
+
+
+def main(g, verb, argv):
+    container_id = need_id(verb, argv)[0]
+    start(g.root, container_id, log=lambda m: g.log_line("warning", m))
+    return 0
