@@ -103,8 +103,6 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             intermediate(cfg)
         child.close()
         try:
-            manager.apply(first)
-            parent.send("go")
             msg = parent.recv()
             if msg == "userns":
                 _write_id_maps(first, spec)
@@ -120,6 +118,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             raise
         finally:
             os.waitpid(first, 0)
+        manager.apply(pid)
         st = proc_stat(pid)
         container.state["pid"] = pid
         container.state["startTime"] = st[1] if st else 0

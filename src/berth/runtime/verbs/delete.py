@@ -40,7 +40,8 @@ def delete(root, container_id, force=False, log=None):
                 pass
             _wait_gone(c)
         if manager is not None:
-            manager.kill_all(9)
+            if manager.pids():
+                manager.kill_all(9)
             manager.destroy()
         hooks_raw = {}
         try:
