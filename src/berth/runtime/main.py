@@ -122,6 +122,9 @@ def main(argv=None):
         if "-h" in args[:1] or "--help" in args[:1]:
             sys.stdout.write(__import__(module, fromlist=["USAGE"]).USAGE)
             return 0
+        if verb in ("create", "run", "exec"):
+            from berth.runtime.guard import ensure_readonly_interpreter
+            ensure_readonly_interpreter()
         mod = __import__(module, fromlist=["main"])
         return mod.main(g, verb, args)
     except BerthError as err:

@@ -454,3 +454,12 @@ def _quote(text):
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+def validate_process(process):
+    """The checks that apply to a lone process (what `exec` runs), with the same messages."""
+    from berth.spec.runtime import Spec
+
+    spec = Spec(process=process)
+    for check in (check_process, check_capabilities, check_rlimits):
+        check(spec, "", None)
