@@ -20,8 +20,9 @@ from berth.sys import linux
 class Created:
     """What `create` leaves for its caller: the container, its init pid, maybe a pty."""
 
-    def __init__(self, container, pid, manager, master_fd=-1):
+    def __init__(self, container, pid, manager, spec, master_fd=-1):
         self.container = container
+        self.spec = spec
         self.pid = pid
         self.manager = manager
         self.master_fd = master_fd
@@ -58,22 +59,10 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
     pid = 0
     fds = []
     try:
-        write_atomic(container.path(CONFIG), raw)
-        container.state = {
-            "ociVersion": spec.oci_version, "id": container_id, "status": "creating",
-            "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
-            "owner": "", "annotations": spec.annotations,
-        }
-        container.save()
         seccomp_filter = None
         if spec.linux.seccomp is not None:
             from berth.runtime.seccomp import compile_filter
             seccomp_filter = compile_filter(spec.linux.seccomp)
-        manager = _cgroup(spec, container_id, systemd_cgroup)
-        container.state["cgroupPath"] = manager.path
-        container.state["systemdCgroup"] = systemd_cgroup
-        manager.create()
-        manager.set(effective_resources(spec))
         os.mkfifo(container.path(FIFO), 0o622)
         fifo_fd = os.open(container.path(FIFO), os.O_PATH | os.O_CLOEXEC)
         fds.append(fifo_fd)
@@ -89,36 +78,61 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             fds.append(console_fd)
         parent, child = _sync.Channel.pair()
         fds.extend((parent.rfd, parent.wfd, child.rfd, child.wfd))
-        from berth.runtime.init import InitConfig, intermediate
-        cfg = InitConfig(spec, bundle, rootfs, container.dir, child, fifo_fd,
-                         preserve_fds=preserve_fds, console_fd=console_fd, no_pivot=no_pivot,
-                         no_new_keyring=no_new_keyring, seccomp_filter=seccomp_filter,
-                         cgroup_mounts=manager.container_mounts(),
-                         state_json=b"", detach=not foreground)
-        if foreground:
+        from berth.runtime import init
+        cfg = init.InitConfig(spec, bundle, rootfs, container.dir, child, fifo_fd,
+                              preserve_fds=preserve_fds, console_fd=console_fd,
+                              no_pivot=no_pivot, no_new_keyring=no_new_keyring,
+                              seccomp_filter=seccomp_filter, state_json=b"",
+                              detach=not foreground)
+        two_step = init.needs_intermediate(spec)
+        if foreground and two_step:
             linux.prctl(C.PR_SET_CHILD_SUBREAPER, 1)
-        first = os.fork()
-        if first == 0:
-            parent.close()
-            intermediate(cfg)
-        child.close()
+        restore = (lambda: None) if two_step else init.set_child_namespaces(spec)
+        first = -1
+        # Fork first: the init's namespace and mount work then runs beside ours below.
         try:
-            msg = parent.recv()
-            if msg == "userns":
-                _write_id_maps(first, spec)
-                parent.send("mapped")
+            first = os.fork()
+            if first == 0:
+                parent.close()
+                if two_step:
+                    init.intermediate(cfg)
+                init.direct_init(cfg)
+        finally:
+            if first != 0:
+                restore()  # only here: the child never returns from the calls above
+        child.close()
+        if not two_step:
+            pid = first
+        try:
+            manager = _cgroup(spec, container_id, systemd_cgroup)
+            write_atomic(container.path(CONFIG), raw)
+            container.state = {
+                "ociVersion": spec.oci_version, "id": container_id, "status": "creating",
+                "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
+                "owner": "", "annotations": spec.annotations,
+                "cgroupPath": manager.path, "systemdCgroup": systemd_cgroup,
+            }
+            manager.create()
+            manager.set(effective_resources(spec))
+            if two_step:
                 msg = parent.recv()
-            if msg is None:
-                raise _child_died(first)
-            if msg.startswith("error "):
-                _sync.raise_remote(msg)
-            pid = int(msg.split()[1])
+                if msg == "userns":
+                    _write_id_maps(first, spec)
+                    parent.send("mapped")
+                    msg = parent.recv()
+                if msg is None:
+                    raise _child_died(first)
+                if msg.startswith("error "):
+                    _sync.raise_remote(msg)
+                pid = int(msg.split()[1])
         except BaseException:
             _kill(first)
             raise
         finally:
-            os.waitpid(first, 0)
+            if two_step:
+                os.waitpid(first, 0)
         manager.apply(pid)
+        parent.send("cgroup-ready " + jsonio.dumps(manager.container_mounts()))
         st = proc_stat(pid)
         container.state["pid"] = pid
         container.state["startTime"] = st[1] if st else 0
@@ -140,7 +154,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             from berth.runtime import console
             master, _ = console.recv_fd(local_console)
         container.unlock()
-        return Created(container, pid, manager, master)
+        return Created(container, pid, manager, spec, master)
     except BaseException as err:
         cleanup = _undo(container, pid, manager)
         if isinstance(err, BerthError):

@@ -22,7 +22,7 @@ class InitConfig:
 
     def __init__(self, spec, bundle, rootfs, state_dir, channel, fifo_fd, *,
                  preserve_fds=0, console_fd=-1, no_pivot=False, no_new_keyring=False,
-                 seccomp_filter=None, cgroup_mounts=(), state_json=b"", detach=True,
+                 seccomp_filter=None, state_json=b"", detach=True,
                  terminal_slave_fd=-1):
         self.spec = spec
         self.bundle = bundle
@@ -35,57 +35,129 @@ class InitConfig:
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.seccomp_filter = seccomp_filter
-        self.cgroup_mounts = cgroup_mounts
         self.state_json = state_json
         self.detach = detach
         self.terminal_slave_fd = terminal_slave_fd
 
 
+# Namespaces that only take effect in children: the process that unshares or joins them
+# must fork afterwards for them to apply.
+_FOR_CHILDREN = ("pid", "time")
+
+
+def needs_intermediate(spec):
+    """A new user namespace must own the pid namespace (or the init could not mount its
+    /proc), so it is made first by an intermediate process that forks the init. Otherwise
+    the runtime sets the pid namespace for its children itself and forks the init directly,
+    saving a fork."""
+    ns = spec.linux.namespace("user")
+    return ns is not None and not ns.path
+
+
+def set_child_namespaces(spec):
+    """In the runtime, before forking the init directly: the pid and time namespaces its
+    children get. Returns a function that restores the runtime's own."""
+    saved = []
+    try:
+        for kind in _FOR_CHILDREN:
+            ns = spec.linux.namespace(kind)
+            if ns is None:
+                continue
+            flag, name = C.NAMESPACES[kind]
+            saved.append((os.open(f"/proc/self/ns/{name}_for_children",
+                                  os.O_RDONLY | os.O_CLOEXEC), flag))
+            if ns.path:
+                fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    linux.setns(fd, flag, ns.path)
+                finally:
+                    os.close(fd)
+            else:
+                linux.unshare(flag)
+                if kind == "time":
+                    _write_time_offsets(spec.linux.time_offsets)
+    except BaseException:
+        _restore(saved)
+        raise
+    return lambda: _restore(saved)
+
+
+def _restore(saved):
+    for fd, flag in saved:
+        try:
+            linux.setns(fd, flag, "runtime namespace")
+        finally:
+            os.close(fd)
+
+
+def _write_time_offsets(offsets):
+    if offsets:
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, (secs, nanos) in offsets.items():
+                f.write(f"{clock} {secs} {nanos}\n")
+
+
+def _enter_namespaces(cfg, skip):
+    """Join the namespaces given by path and create the new ones, except those in ``skip``
+    (the cgroup namespace always waits: see container_init). Returns whether the process
+    ends up in a user namespace."""
+    ch = cfg.channel
+    lx = cfg.spec.linux
+    joined = [ns for ns in lx.namespaces if ns.path and ns.type not in skip]
+    new = [ns for ns in lx.namespaces if not ns.path and ns.type not in skip]
+    # Join by path, the user namespace first so the others are entered with its rights.
+    joined.sort(key=lambda ns: ns.type != "user")
+    for ns in joined:
+        fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, C.NAMESPACES[ns.type][0], ns.path)
+        finally:
+            os.close(fd)
+    flags = 0
+    for ns in new:
+        flags |= C.NAMESPACES[ns.type][0]
+    if flags & C.CLONE_NEWUSER:
+        linux.unshare(C.CLONE_NEWUSER)
+        ch.send("userns")
+        ch.expect("mapped", "runtime")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    # The cgroup namespace is unshared by the init itself, once the runtime has moved it
+    # into its cgroup: that move costs a kernel grace period (~10 ms on cgroup v1), so it
+    # runs while the init builds the rootfs instead of before.
+    rest = flags & ~(C.CLONE_NEWUSER | C.CLONE_NEWCGROUP)
+    if rest:
+        linux.unshare(rest)
+    if rest & C.CLONE_NEWTIME:
+        _write_time_offsets(lx.time_offsets)
+    return lx.namespace("user") is not None
+
+
 def intermediate(cfg):
-    """The first child: namespaces, then fork the init. Never returns."""
+    """The first child when a user namespace is new: namespaces, then fork the init."""
     ch = cfg.channel
     try:
         linux.prctl(C.PR_SET_DUMPABLE, 0)
-        lx = cfg.spec.linux
-        joined = [ns for ns in lx.namespaces if ns.path]
-        new = [ns for ns in lx.namespaces if not ns.path]
-        # Join by path, the user namespace first so the others are entered with its rights.
-        joined.sort(key=lambda ns: ns.type != "user")
-        for ns in joined:
-            flag = C.NAMESPACES[ns.type][0]
-            fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                linux.setns(fd, flag, ns.path)
-            finally:
-                os.close(fd)
-        flags = 0
-        for ns in new:
-            flags |= C.NAMESPACES[ns.type][0]
-        if flags & C.CLONE_NEWUSER:
-            linux.unshare(C.CLONE_NEWUSER)
-            ch.send("userns")
-            ch.expect("mapped", "runtime")
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-        # The cgroup namespace is unshared by the init itself, once the runtime has moved it
-        # into its cgroup: that move costs a kernel grace period (~10 ms on cgroup v1), so
-        # it runs while the init builds the rootfs instead of before.
-        rest = flags & ~(C.CLONE_NEWUSER | C.CLONE_NEWCGROUP)
-        if rest:
-            linux.unshare(rest)
-        if rest & C.CLONE_NEWTIME and lx.time_offsets:
-            with open("/proc/self/timens_offsets", "w") as f:
-                for clock, (secs, nanos) in lx.time_offsets.items():
-                    f.write(f"{clock} {secs} {nanos}\n")
+        in_userns = _enter_namespaces(cfg, ())
         pid = os.fork()
         if pid == 0:
-            container_init(cfg, in_userns=bool(flags & C.CLONE_NEWUSER) or any(
-                ns.type == "user" for ns in joined))
+            container_init(cfg, in_userns)
         ch.send(f"pid {pid}")
         os._exit(0)
     except BaseException as err:  # noqa: BLE001 - a child reports, it never unwinds
         ch.fail(err)
         os._exit(1)
+
+
+def direct_init(cfg):
+    """The init forked by the runtime itself (see needs_intermediate). Never returns."""
+    try:
+        linux.prctl(C.PR_SET_DUMPABLE, 0)
+        in_userns = _enter_namespaces(cfg, _FOR_CHILDREN)
+    except BaseException as err:  # noqa: BLE001
+        cfg.channel.fail(err)
+        os._exit(1)
+    container_init(cfg, in_userns)
 
 
 def container_init(cfg, in_userns):
@@ -117,11 +189,23 @@ def container_init(cfg, in_userns):
                 pass  # keyrings may be unavailable (old kernels, some sandboxes)
         lx = spec.linux
         own_mount_ns = lx.namespace("mount") is not None and not lx.namespace("mount").path
-        rootfs = Rootfs(spec, cfg.bundle, cfg.rootfs, cfg.cgroup_mounts)
+        waited = []
+
+        def cgroup_ready():
+            # The runtime creates the container's cgroups while this process starts; their
+            # directories exist, and this process is inside them, once it says so. The
+            # message carries what the cgroup mounts bind (host dir, name below the mount).
+            if not waited:
+                from berth.spec import jsonio
+                waited.append(jsonio.loads(ch.expect("cgroup-ready", "runtime")))
+            return waited[0]
+
+        rootfs = Rootfs(spec, cfg.bundle, cfg.rootfs, cgroup_ready=cgroup_ready)
         if own_mount_ns:
             rootfs.prepare()
             rootfs.mount_all()
             rootfs.make_devices(in_userns)
+        cgroup_ready()
         slave = -1
         if spec.process.terminal:
             slave = _open_terminal(cfg, rootfs if own_mount_ns else None)

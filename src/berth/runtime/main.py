@@ -97,6 +97,10 @@ class Globals:
 
 
 def main(argv=None):
+    # A berth-oci call lives for milliseconds: the cyclic collector would only cost time,
+    # and its passes would dirty pages the forked init shares with us.
+    import gc
+    gc.disable()
     argv = sys.argv[1:] if argv is None else argv
     g = None
     try:

@@ -85,20 +85,24 @@ def parse_options(options, where="mounts"):
 class Rootfs:
     """Sets up one container's filesystem below ``path`` (the bundle's root, absolute)."""
 
-    def __init__(self, spec, bundle, path, cgroup_mounts=()):
+    def __init__(self, spec, bundle, path, cgroup_ready=None):
         self.spec = spec
+        # Called before the first cgroup mount; returns [(host dir, name below the mount)].
+        self.cgroup_ready = cgroup_ready or (lambda: [])
         self.bundle = bundle
         self.path = path.rstrip("/") or "/"
-        self.cgroup_mounts = cgroup_mounts
         self.rootfd = -1
         self.bind_dev = False
 
     # ---- the steps, in the order init calls them
 
     def prepare(self):
+        # Cut the whole copy of the host's tree from the host first, recursively whatever
+        # rootfsPropagation says: nothing mounted below may reach back to the host. The
+        # configured propagation is applied to the new "/" in finish().
         prop = self.spec.linux.rootfs_propagation
-        flag = PROPAGATION.get(prop) if prop in ("private", "rprivate") else None
-        linux.mount(None, "/", None, flag or (C.MS_SLAVE | C.MS_REC))
+        private = prop in ("private", "rprivate")
+        linux.mount(None, "/", None, (C.MS_PRIVATE if private else C.MS_SLAVE) | C.MS_REC)
         linux.mount(self.path, self.path, "bind", C.MS_BIND | C.MS_REC)
         self.rootfd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
@@ -140,9 +144,10 @@ class Rootfs:
             os.chroot(".")
         else:
             linux.pivot_root(".", ".")
-            # The old root is stacked under "/" now: make it a slave so its unmount does not
-            # reach the host, then detach it.
-            linux.mount(None, ".", None, C.MS_SLAVE | C.MS_REC)
+            # The old root is stacked over "/" now; detach it. It is already a slave or
+            # private (prepare), so the unmount cannot reach the host. It must not be made
+            # rslave through ".": that path names the new root, and would turn the
+            # container's shared mounts private.
             linux.umount(".", C.MNT_DETACH)
         os.chdir("/")
 
@@ -204,6 +209,7 @@ class Rootfs:
     def _mount_cgroup(self, m, dest, flags, where):
         """A cgroup filesystem for the container: its own cgroups, bound from the host."""
         ro = flags & C.MS_RDONLY
+        self.cgroup_mounts = [tuple(m) for m in self.cgroup_ready()]
         fd = self._target(dest, is_dir=True, where=where)
         try:
             target = f"/proc/self/fd/{fd}"

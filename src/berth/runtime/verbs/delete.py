@@ -39,27 +39,36 @@ def delete(root, container_id, force=False, log=None):
             except ProcessLookupError:
                 pass
             _wait_gone(c)
-        if manager is not None:
-            if manager.pids():
-                manager.kill_all(9)
-            manager.destroy()
-        hooks_raw = {}
-        try:
-            hooks_raw = c.config().get("hooks") or {}
-        except (OSError, ValueError):
-            pass
-        if hooks_raw.get("poststop"):
-            from berth.runtime import hooks
-            from berth.spec import jsonio
-            from berth.spec.runtime import Hooks
-            state = c.oci_state()
-            state["status"] = "stopped"
-            hooks.run_reporting(Hooks.from_json(hooks_raw).poststop,
-                                jsonio.dumps(state).encode(), "poststop",
-                                log or (lambda m: None))
-        c.remove_dir()
+        remove(c, manager, _poststop_hooks(c), log)
     finally:
         c.unlock()
+
+
+def remove(c, manager, poststop=(), log=None):
+    """Clear a stopped container: stray processes, cgroups, poststop hooks, its directory."""
+    if manager is not None:
+        if manager.pids():
+            manager.kill_all(9)
+        manager.destroy()
+    if poststop:
+        from berth.runtime import hooks
+        from berth.spec import jsonio
+        state = c.oci_state()
+        state["status"] = "stopped"
+        hooks.run_reporting(poststop, jsonio.dumps(state).encode(), "poststop",
+                            log or (lambda m: None))
+    c.remove_dir()
+
+
+def _poststop_hooks(c):
+    try:
+        hooks_raw = c.config().get("hooks") or {}
+    except (OSError, ValueError):
+        return ()
+    if not hooks_raw.get("poststop"):
+        return ()
+    from berth.spec.runtime import Hooks
+    return Hooks.from_json(hooks_raw).poststop
 
 
 def _manager(c):

@@ -45,15 +45,18 @@ def forward_signals(pid):
 
 
 def main(g, verb, argv):
-    from berth.runtime.verbs.delete import delete
-    from berth.runtime.verbs.start import start
+    from berth.runtime.verbs.delete import delete, remove
+    from berth.runtime.verbs.start import release
 
     opts, args = _args.parse(argv, FLAGS)
     container_id = need_id(verb, args)[0]
     detach = opts["detach"]
     created = create_verb.create_from(g, opts, container_id, foreground=not detach)
+    log = lambda m: g.log_line("warning", m)  # noqa: E731
+    container = created.container
+    hooks = created.spec.hooks
     try:
-        start(g.root, container_id, log=lambda m: g.log_line("warning", m))
+        release(container, hooks.poststart, log)
     except BaseException:
         delete(g.root, container_id, force=True)
         raise
@@ -71,5 +74,10 @@ def main(g, verb, argv):
             except InterruptedError:
                 continue
     if not opts["keep"]:
-        delete(g.root, container_id, force=True, log=lambda m: g.log_line("warning", m))
+        from berth.errors import NotFound
+        try:
+            container.lock()
+        except NotFound:
+            return exit_status(status)  # someone deleted it meanwhile
+        remove(container, created.manager, hooks.poststop, log)
     return exit_status(status)

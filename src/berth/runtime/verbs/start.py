@@ -13,26 +13,35 @@ def start(root, container_id, log=None):
     c = Container.load(root, container_id).lock().reload()
     try:
         require_status(c, "created", verb="start")
-        fd = os.open(c.path(FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            _await_init(c, fd)
-        finally:
-            os.close(fd)
-        os.unlink(c.path(FIFO))
-        c.state["status"] = "running"
-        c.save()
-        config = None
-        hooks_raw = c.config().get("hooks") or {}
-        if hooks_raw.get("poststart"):
-            from berth.runtime import hooks
-            from berth.spec import jsonio
-            from berth.spec.runtime import Hooks
-            config = Hooks.from_json(hooks_raw)
-            hooks.run_reporting(config.poststart, jsonio.dumps(c.oci_state()).encode(),
-                                "poststart", log or (lambda m: None))
+        release(c, _poststart_hooks(c), log)
     finally:
         c.unlock()
     return c
+
+
+def release(c, poststart=(), log=None):
+    """Let a created container's init exec, record it running, run the poststart hooks."""
+    fd = os.open(c.path(FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _await_init(c, fd)
+    finally:
+        os.close(fd)
+    os.unlink(c.path(FIFO))
+    c.state["status"] = "running"
+    c.save()
+    if poststart:
+        from berth.runtime import hooks
+        from berth.spec import jsonio
+        hooks.run_reporting(poststart, jsonio.dumps(c.oci_state()).encode(), "poststart",
+                            log or (lambda m: None))
+
+
+def _poststart_hooks(c):
+    hooks_raw = c.config().get("hooks") or {}
+    if not hooks_raw.get("poststart"):
+        return ()
+    from berth.spec.runtime import Hooks
+    return Hooks.from_json(hooks_raw).poststart
 
 
 def _await_init(c, fd):

@@ -1,0 +1,52 @@
+"""`berth-oci pause ID` and `berth-oci resume ID`: freeze or thaw every process of a container.
+
+As runc: a running or created container may be paused, only a paused one resumed. The
+freezer does the work; state.json's "paused" records it for `state` and `list`.
+"""
+
+from berth.errors import Conflict
+from berth.runtime.main import need_id
+from berth.runtime.state import Container
+
+USAGE = "usage: berth-oci pause ID\n       berth-oci resume ID\n"
+
+
+def _manager(c):
+    from berth.cgroups import manager_for
+
+    return manager_for(c.state["cgroupPath"], c.id, systemd=c.state.get("systemdCgroup", False))
+
+
+def pause(root, container_id):
+    c = Container.load(root, container_id).lock().reload()
+    try:
+        if c.status() not in ("running", "created"):
+            raise Conflict(f"cannot pause container {container_id}: container not running")
+        _manager(c).freeze()
+        c.state["paused"] = True
+        c.save()
+    finally:
+        c.unlock()
+
+
+def resume(root, container_id):
+    c = Container.load(root, container_id).lock().reload()
+    try:
+        status = c.status()
+        # A paused created container still reads "created" (the exec fifo is checked first).
+        if not (status == "paused" or (status == "created" and c.state.get("paused"))):
+            raise Conflict(f"cannot resume container {container_id}: container not paused")
+        _manager(c).thaw()
+        c.state.pop("paused", None)
+        c.save()
+    finally:
+        c.unlock()
+
+
+def main(g, verb, argv):
+    container_id = need_id(verb, argv)[0]
+    if verb == "resume":
+        resume(g.root, container_id)
+    else:
+        pause(g.root, container_id)
+    return 0
