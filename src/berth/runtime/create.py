@@ -10,7 +10,7 @@ import os
 
 from berth.errors import BerthError, InvalidArgument
 from berth.runtime import _sync
-from berth.runtime.state import CONFIG, FIFO, Container, now_rfc3339, proc_stat, write_atomic
+from berth.runtime.state import FIFO, Container, now_rfc3339, proc_stat, write_atomic
 from berth.spec import jsonio
 from berth.spec.runtime import Spec
 from berth.sys import consts as C
@@ -29,7 +29,7 @@ class Created:
 
 
 def load_bundle(bundle, container_id=None):
-    """(spec, raw bytes, rootfs path) of a bundle, validated."""
+    """(spec, config dict, rootfs path) of a bundle, validated."""
     from berth.spec.validate import validate
 
     path = os.path.join(bundle, "config.json")
@@ -41,10 +41,11 @@ def load_bundle(bundle, container_id=None):
     except OSError as err:
         raise InvalidArgument(f"bundle {bundle}: cannot read config.json: "
                               f"{err.strerror}") from None
-    spec = Spec.from_json(jsonio.loads(raw, "config.json"))
+    config = jsonio.loads(raw, "config.json")
+    spec = Spec.from_json(config)
     validate(spec, bundle, container_id)
     rootfs = os.path.realpath(os.path.join(bundle, spec.root.path))
-    return spec, raw, rootfs
+    return spec, config, rootfs
 
 
 def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no_pivot=False,
@@ -105,12 +106,12 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             pid = first
         try:
             manager = _cgroup(spec, container_id, systemd_cgroup)
-            write_atomic(container.path(CONFIG), raw)
             container.state = {
                 "ociVersion": spec.oci_version, "id": container_id, "status": "creating",
                 "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
                 "owner": "", "annotations": spec.annotations,
                 "cgroupPath": manager.path, "systemdCgroup": systemd_cgroup,
+                "config": raw,
             }
             manager.create()
             manager.set(effective_resources(spec))
@@ -136,7 +137,6 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         st = proc_stat(pid)
         container.state["pid"] = pid
         container.state["startTime"] = st[1] if st else 0
-        container.save()
         parent.expect("hooks")
         state_json = jsonio.dumps(container.oci_state()).encode()
         if spec.hooks.prestart or spec.hooks.create_runtime:

@@ -1,10 +1,11 @@
 """A container's record under the runtime root: state.json, the exec fifo, and the lock.
 
-Layout of ``<root>/<id>/``: ``state.json`` (written by temp file, fsync and rename), ``exec.fifo``
-(exists from create until start: the init blocks opening it), ``config.json`` (the bundle's
-config as given, for exec, update and the poststop hooks). The directory's creation with
-mkdir is the id's reservation, so two racing creates cannot both win; every verb that changes
-a container holds ``flock`` on the directory.
+Layout of ``<root>/<id>/``: ``state.json`` (written by temp file, fsync and rename; it holds the
+bundle's config as given, for exec, update and the poststop hooks) and ``exec.fifo`` (exists
+from create until start: the init blocks opening it). The directory's creation with mkdir is
+the id's reservation, so two racing creates cannot both win; while a create is under way the
+directory has no state.json yet and the container reads as "creating". Every verb that
+changes a container holds ``flock`` on the directory.
 
 A container's status is derived, as runc derives it, never trusted from the file alone:
 the init's pid must be alive with the start time recorded at create (pids are reused).
@@ -15,7 +16,7 @@ import fcntl
 import os
 import time
 
-from berth.errors import AlreadyExists, Conflict, NotFound
+from berth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from berth.spec import jsonio
 from berth.spec.validate import validate_id
 
@@ -83,12 +84,24 @@ class Container:
     def load(cls, root, container_id):
         validate_id(container_id)
         c = cls(root, container_id)
-        try:
-            with open(os.path.join(c.dir, STATE), "rb") as f:
-                c.state = jsonio.loads(f.read(), f"{container_id}/{STATE}")
-        except FileNotFoundError:
-            raise NotFound(f"container does not exist: {container_id}") from None
+        c._read()
         return c
+
+    def _read(self):
+        try:
+            with open(os.path.join(self.dir, STATE), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            if os.path.isdir(self.dir):
+                self.state = {"id": self.id, "status": "creating", "pid": 0}
+                return
+            raise NotFound(f"container does not exist: {self.id}") from None
+        try:
+            self.state = jsonio.loads(raw, f"{self.id}/{STATE}")
+        except InvalidArgument:
+            # A state file cut short (a crash of the host between write and rename on a
+            # file system without ordering): the container is treated as stopped.
+            self.state = {"id": self.id, "status": "stopped", "pid": 0}
 
     def lock(self):
         if self._lock_fd is None:
@@ -107,11 +120,7 @@ class Container:
 
     def reload(self):
         """Re-read state after taking the lock (another process may have changed it)."""
-        try:
-            with open(os.path.join(self.dir, STATE), "rb") as f:
-                self.state = jsonio.loads(f.read(), f"{self.id}/{STATE}")
-        except FileNotFoundError:
-            raise NotFound(f"container does not exist: {self.id}") from None
+        self._read()
         return self
 
     # ---- files
@@ -123,6 +132,9 @@ class Container:
         write_atomic(self.path(STATE), jsonio.dumps(self.state).encode())
 
     def config(self):
+        """The container's config.json as created (kept inside state.json)."""
+        if "config" in self.state:
+            return self.state["config"]
         return jsonio.load_file(self.path(CONFIG), f"{self.id}/{CONFIG}")
 
     # ---- derived status
@@ -142,6 +154,8 @@ class Container:
 
     def status(self):
         recorded = self.state.get("status", "stopped")
+        if recorded == "creating" and not self.pid:
+            return "creating"
         if not self.init_alive():
             return "stopped"
         if recorded == "creating":

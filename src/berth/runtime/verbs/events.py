@@ -6,7 +6,6 @@ kills through an eventfd; berth polls the kill counter a few times a second inst
 stops when the container's init has exited. --stats prints one stats event and returns.
 """
 
-import os
 import sys
 import time
 
