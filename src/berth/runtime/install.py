@@ -90,8 +90,8 @@ def main(argv=None):
         elif arg == "--python":
             python = next(it)
         else:
-            sys.stderr.write(f"usage: python -m berth.runtime.install [--prefix DIR] "
-                             f"[--python PATH]\n")
+            sys.stderr.write("usage: python -m berth.runtime.install [--prefix DIR] "
+                             "[--python PATH]\n")
             return 2
     path = install(prefix, python)
     print(f"installed {path}")

@@ -13,7 +13,7 @@ Unknown syscall names are skipped silently, as runc does: shared profiles list t
 kernels newer than the running one.
 """
 
-from berth.errors import (BerthError, InvalidArgument, PermissionDenied, SystemFailure,
+from berth.errors import (InvalidArgument, PermissionDenied, SystemFailure,
                           Unsupported, from_oserror)
 from berth.sys import seccomp as _sc
 

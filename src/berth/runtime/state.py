@@ -160,10 +160,10 @@ class Container:
             return "stopped"
         if recorded == "creating":
             return "creating"
-        if os.path.exists(self.path(FIFO)):
-            return "created"
         if self.state.get("paused"):
             return "paused"
+        if os.path.exists(self.path(FIFO)):
+            return "created"
         return "running"
 
     def oci_state(self):

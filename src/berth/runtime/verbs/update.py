@@ -12,7 +12,7 @@ import sys
 from berth.errors import Conflict, InvalidArgument, Unsupported
 from berth.runtime import _args
 from berth.runtime.main import need_id
-from berth.runtime.state import CONFIG, Container, write_atomic
+from berth.runtime.state import Container
 
 USAGE = """usage: berth-oci update [--resources FILE|-] [flags] ID
   --blkio-weight N         --cpu-period N      --cpu-quota N      --cpu-burst N
@@ -194,16 +194,15 @@ def update(root, container_id, raw):
 
 
 def _record(c, raw):
-    """Keep config.json's linux.resources in step, for later readers (exec, a second update)."""
-    from berth.spec import jsonio
-
+    """Keep the recorded config's linux.resources in step, for later readers."""
     try:
         config = c.config()
     except (OSError, InvalidArgument):
         return  # no readable copy to keep in step; the cgroup holds the truth
     linux = config.setdefault("linux", {})
     linux["resources"] = merge(linux.get("resources") or {}, raw)
-    write_atomic(c.path(CONFIG), jsonio.dumps(config).encode())
+    c.state["config"] = config
+    c.save()
 
 
 def main(g, verb, argv):
