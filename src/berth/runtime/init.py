@@ -198,6 +198,9 @@ def container_init(cfg, in_userns):
             if not waited:
                 from berth.spec import jsonio
                 waited.append(jsonio.loads(ch.expect("cgroup-ready", "runtime")))
+                cgroup_ns = lx.namespace("cgroup")
+                if cgroup_ns is not None and not cgroup_ns.path:
+                    linux.unshare(C.CLONE_NEWCGROUP)
             return waited[0]
 
         rootfs = Rootfs(spec, cfg.bundle, cfg.rootfs, cgroup_ready=cgroup_ready)
@@ -211,9 +214,6 @@ def container_init(cfg, in_userns):
             slave = _open_terminal(cfg, rootfs if own_mount_ns else None)
         ch.send("hooks")
         ch.expect("hooks-done", "runtime")
-        cgroup_ns = lx.namespace("cgroup")
-        if cgroup_ns is not None and not cgroup_ns.path:
-            linux.unshare(C.CLONE_NEWCGROUP)
         if spec.hooks.create_container:
             hooks.run(spec.hooks.create_container, cfg.state_json, "createContainer")
         if own_mount_ns:

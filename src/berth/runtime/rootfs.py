@@ -207,32 +207,46 @@ class Rootfs:
                 os.close(fd)
 
     def _mount_cgroup(self, m, dest, flags, where):
-        """A cgroup filesystem for the container: its own cgroups, bound from the host."""
+        """A cgroup filesystem showing the container's own cgroups.
+
+        In its own cgroup namespace the container gets real cgroup mounts, whose root is its
+        cgroup (one mount per hierarchy); otherwise its cgroup directories are bound from
+        the host's hierarchies and remounted with the mount's flags.
+        """
+        base = C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC
         ro = flags & C.MS_RDONLY
-        self.cgroup_mounts = [tuple(m) for m in self.cgroup_ready()]
+        hierarchies = [tuple(h) for h in self.cgroup_ready()]
+        cgroup_ns = self.spec.linux.namespace("cgroup")
+        direct = cgroup_ns is not None and not cgroup_ns.path
+        unified = len(hierarchies) == 1 and hierarchies[0][1] == ""
         fd = self._target(dest, is_dir=True, where=where)
         try:
             target = f"/proc/self/fd/{fd}"
-            if len(self.cgroup_mounts) == 1 and self.cgroup_mounts[0][1] == "":
-                linux.mount(self.cgroup_mounts[0][0], target, None, C.MS_BIND | C.MS_REC)
+            if unified and direct:
+                linux.mount("cgroup2", target, "cgroup2", base | ro)
+                return
+            if unified:
+                linux.mount(hierarchies[0][0], target, None, C.MS_BIND | C.MS_REC)
             else:
-                linux.mount("tmpfs", target, "tmpfs", C.MS_NOSUID | C.MS_NODEV | C.MS_NOEXEC,
-                            "mode=755")
+                linux.mount("tmpfs", target, "tmpfs", base, "mode=755")
         finally:
             os.close(fd)
-        if not (len(self.cgroup_mounts) == 1 and self.cgroup_mounts[0][1] == ""):
-            for source, sub in self.cgroup_mounts:
-                sub_dest = f"{dest.rstrip('/')}/{sub}"
+        if not unified:
+            for source, name in hierarchies:
+                sub_dest = f"{dest.rstrip('/')}/{name}"
                 sfd = self._target(sub_dest, is_dir=True, where=where)
                 try:
+                    if direct:
+                        options = name if not name.startswith("name=") else "none," + name
+                        linux.mount("cgroup", f"/proc/self/fd/{sfd}", "cgroup", base | ro,
+                                    options)
+                        continue
                     linux.mount(source, f"/proc/self/fd/{sfd}", None, C.MS_BIND | C.MS_REC)
                 finally:
                     os.close(sfd)
-                self._remount(sub_dest, C.MS_BIND | C.MS_REMOUNT | C.MS_NOSUID | C.MS_NODEV
-                              | C.MS_NOEXEC | ro, where)
+                self._remount(sub_dest, C.MS_BIND | C.MS_REMOUNT | base | ro, where)
         if ro:
-            self._remount(dest, C.MS_BIND | C.MS_REMOUNT | C.MS_RDONLY | C.MS_NOSUID
-                          | C.MS_NODEV | C.MS_NOEXEC, where)
+            self._remount(dest, C.MS_BIND | C.MS_REMOUNT | C.MS_RDONLY | base, where)
 
     def _tmpcopyup(self, fd, m, flags, data):
         """Mount a tmpfs over a directory, carrying its existing content up into it."""
