@@ -195,6 +195,13 @@ def test_mount_propagation(oci, make_bundle, container_id, shared_host_mount):
     assert _mountinfo_optional(info, "/mnt/private") == []
 
 
+@pytest.mark.parametrize("propagation", ["private", "rprivate", "slave", "rslave"])
+def test_root_propagation_not_shared(oci, make_bundle, container_id, propagation):
+    proc = run_sh(oci, make_bundle, container_id, "cat /proc/self/mountinfo",
+                  mutate=lambda c: c["linux"].update(rootfsPropagation=propagation))
+    assert not any(f.startswith("shared:") for f in _mountinfo_optional(proc.stdout, "/"))
+
+
 def test_tmpcopyup_carries_the_directory_content(oci, make_bundle, container_id):
     def mutate(c):
         add_mount(c, "/etc", options=["tmpcopyup", "mode=755"])
