@@ -24,6 +24,8 @@ import tarfile
 import tempfile
 import time
 
+import pytest
+
 INSTALLED_BERTH_OCI = "/usr/local/bin/berth-oci"
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -40,8 +42,6 @@ def missing(*programs):
 
 def needs(*programs):
     """A skip mark naming whichever of ``programs`` is not installed."""
-    import pytest
-
     absent = missing(*programs)
     return pytest.mark.skipif(bool(absent), reason=f"not installed: {', '.join(absent)}")
 
@@ -346,6 +346,8 @@ class DropInSuite:
     # Whether the engine's inspect shows OOMKilled: podman 4.3's conmon does not here,
     # with runc either (cgroup v1 hybrid host), so only the exit status is checked there.
     REPORTS_OOM_KILLED = True
+    # Why `run --privileged` cannot work with this engine on this host, if it cannot.
+    PRIVILEGED_BLOCKED = ""
 
     def test_echo(self, engine):
         assert engine.run("--rm", self.IMAGE, "echo", "hi").stdout == "hi\n"
@@ -401,3 +403,43 @@ class DropInSuite:
             assert engine.inspect(name, fmt) == want, engine.runtime.report()
         finally:
             engine("rm", "--force", name, check=False)
+
+    def test_user(self, engine):
+        proc = engine.run("--rm", "--user", "1000:1000", self.IMAGE, "id", check=False)
+        assert proc.returncode == 0, proc.stderr + engine.runtime.report()
+        assert proc.stdout.startswith("uid=1000"), proc.stdout
+
+    def test_device(self, engine):
+        proc = engine.run("--rm", "--device", "/dev/zero:/dev/berthzero", self.IMAGE,
+                          "ls", "-l", "/dev/berthzero", check=False)
+        assert proc.returncode == 0, proc.stderr + engine.runtime.report()
+        assert proc.stdout.startswith("c") and "1,   5" in proc.stdout, proc.stdout
+
+    def test_privileged(self, engine):
+        if self.PRIVILEGED_BLOCKED:
+            pytest.skip(self.PRIVILEGED_BLOCKED)
+        proc = engine.run("--rm", "--privileged", self.IMAGE, "grep", "CapEff",
+                          "/proc/self/status", check=False)
+        assert proc.returncode == 0, proc.stderr + engine.runtime.report()
+        with open("/proc/self/status") as f:
+            mine = next(line for line in f if line.startswith("CapEff:"))
+        assert proc.stdout.split() == mine.split(), proc.stdout
+
+    def test_tty(self, engine):
+        proc = engine.run("--rm", "-t", self.IMAGE, "tty", check=False)
+        assert proc.returncode == 0, proc.stderr + engine.runtime.report()
+        assert proc.stdout.startswith("/dev/pts/"), proc.stdout
+        assert "--console-socket" in " ".join(engine.runtime.calls()), engine.runtime.report()
+        name = "dropin-tty"
+        engine.run("-d", "--name", name, self.IMAGE, "sleep", "1000")
+        try:
+            proc = engine("exec", "-t", name, "tty", check=False)
+            assert proc.returncode == 0, proc.stderr + engine.runtime.report()
+            assert proc.stdout.startswith("/dev/pts/"), proc.stdout
+        finally:
+            engine("rm", "--force", name, check=False)
+
+    def test_stdin(self, engine):
+        proc = engine.run("--rm", "-i", self.IMAGE, "cat", input="piped\n", check=False)
+        assert (proc.returncode, proc.stdout) == (0, "piped\n"), \
+            proc.stderr + engine.runtime.report()
