@@ -64,15 +64,7 @@ def _userns(c):
     c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
 
 
-FIFO_UMASK_USERNS = pytest.mark.xfail(reason=(
-    "create.py makes exec.fifo with os.mkfifo(path, 0o622) under the runtime's umask (022): "
-    "it is 0600 root:root, and the init, root of a user namespace mapped to host uid 100000, "
-    "gets EACCES opening /proc/self/fd/N for writing and dies before start ('its init "
-    "exited'); chmod 0622 after mkfifo (runc also chowns it to the container's root)"),
-    strict=False)
 
-
-@FIFO_UMASK_USERNS
 def test_user_namespace_mapping(oci, make_bundle, container_id):
     proc = run_sh(oci, make_bundle, container_id,
                   "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g", mutate=_userns)
@@ -81,7 +73,6 @@ def test_user_namespace_mapping(oci, make_bundle, container_id):
     assert_nothing_left(oci, container_id)
 
 
-@FIFO_UMASK_USERNS
 def test_user_namespace_ids_seen_from_the_host(oci, make_bundle, container_id):
     bundle = make_bundle(args=["sleep", "30"], mutate=_userns)
     oci("run", "--detach", "--bundle", bundle, container_id)
@@ -174,11 +165,6 @@ def test_hooks_run_in_order_with_the_state(oci, hook_setup, container_id):
     assert_nothing_left(oci, container_id)
 
 
-@pytest.mark.xfail(reason=(
-    "create.py builds InitConfig(..., state_json=b'') before the fork and never fills it, "
-    "so createContainer and startContainer hooks (run by the init) read an empty stdin "
-    "instead of the state; the init needs the state JSON (with its pid) sent over the "
-    "channel with 'hooks-done'"), strict=False)
 def test_container_hooks_get_the_state(oci, hook_setup, container_id):
     make, host_hook, log = hook_setup
     hooks = {"createContainer": [_hook(host_hook, "createContainer", log)],
@@ -300,13 +286,6 @@ def test_terminal_without_console_socket_needs_the_foreground(oci, make_bundle,
     assert_nothing_left(oci, container_id)
 
 
-@pytest.mark.xfail(reason=(
-    "create.py lists child.rfd/child.wfd in `fds` and closes them again in its finally "
-    "although child.close() closed them after the fork; the pty master received later with "
-    "console.recv_fd reuses one of those numbers and is closed by that finally, so run's "
-    "relay fails with 'system call: Bad file descriptor' (select on a closed fd) and the "
-    "container gets SIGHUP; drop the child's fds from `fds` once child.close() ran"),
-    strict=False)
 def test_run_relays_its_own_pty(oci, make_bundle, container_id):
     bundle = make_bundle(args=sh("tty; read x; echo got $x; exit 5"), mutate=_terminal)
     master, slave = os.openpty()

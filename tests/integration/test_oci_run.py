@@ -304,14 +304,6 @@ def test_default_capabilities_forbid_mknod_and_sethostname(oci, make_bundle, con
     assert got["NoNewPrivs"] == 1
 
 
-FIFO_UMASK = pytest.mark.xfail(reason=(
-    "create.py makes exec.fifo with os.mkfifo(path, 0o622) under the runtime's umask (022), "
-    "so it is 0600 and a non-root init gets EACCES opening /proc/self/fd/N for writing: "
-    "the init dies before start ('container is not running'); chmod 0622 after mkfifo"),
-    strict=False)
-
-
-@FIFO_UMASK
 def test_ambient_capabilities_for_a_non_root_user(oci, make_bundle, container_id):
     caps = ["CAP_NET_BIND_SERVICE", "CAP_KILL"]
 
@@ -331,7 +323,6 @@ def test_ambient_capabilities_for_a_non_root_user(oci, make_bundle, container_id
 
 # ---- 6. user, umask, cwd
 
-@FIFO_UMASK
 def test_user_groups_umask_cwd(oci, make_bundle, container_id):
     def mutate(c):
         c["process"]["user"] = {"uid": 1000, "gid": 1001, "additionalGids": [10, 20],

@@ -64,7 +64,13 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         if spec.linux.seccomp is not None:
             from berth.runtime.seccomp import compile_filter
             seccomp_filter = compile_filter(spec.linux.seccomp)
-        os.mkfifo(container.path(FIFO), 0o622)
+        os.mkfifo(container.path(FIFO), 0o600)
+        # The init opens the fifo as the container's user, which may not be root (or root
+        # of a user namespace mapped elsewhere): let it write, and nobody else read.
+        os.chmod(container.path(FIFO), 0o622)
+        root_uid, root_gid = _host_ids_of_root(spec)
+        if (root_uid, root_gid) != (0, 0):
+            os.chown(container.path(FIFO), root_uid, root_gid)
         fifo_fd = os.open(container.path(FIFO), os.O_PATH | os.O_CLOEXEC)
         fds.append(fifo_fd)
         console_fd = -1
@@ -102,6 +108,8 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             if first != 0:
                 restore()  # only here: the child never returns from the calls above
         child.close()
+        for fd in (child.rfd, child.wfd):
+            fds.remove(fd)  # closed: their numbers may be reused, e.g. by a received pty
         if not two_step:
             pid = first
         try:
@@ -143,7 +151,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             from berth.runtime import hooks
             hooks.run(spec.hooks.prestart, state_json, "prestart")
             hooks.run(spec.hooks.create_runtime, state_json, "createRuntime")
-        parent.send("hooks-done")
+        parent.send("hooks-done " + state_json.decode())
         parent.expect("ready")
         container.state["status"] = "created"
         container.save()
@@ -197,6 +205,18 @@ def _cgroup(spec, container_id, systemd):
     from berth.cgroups import manager_for
 
     return manager_for(spec.linux.cgroups_path, container_id, systemd=systemd)
+
+
+def _host_ids_of_root(spec):
+    """The host uid and gid that the container's root maps to (0, 0 without a user ns)."""
+    out = []
+    for maps in (spec.linux.uid_mappings, spec.linux.gid_mappings):
+        host = 0
+        for m in maps:
+            if m.container_id <= 0 < m.container_id + m.size:
+                host = m.host_id - m.container_id
+        out.append(host)
+    return out[0], out[1]
 
 
 def _write_id_maps(pid, spec):

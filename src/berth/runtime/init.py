@@ -213,7 +213,8 @@ def container_init(cfg, in_userns):
         if spec.process.terminal:
             slave = _open_terminal(cfg, rootfs if own_mount_ns else None)
         ch.send("hooks")
-        ch.expect("hooks-done", "runtime")
+        # The runtime answers with the container's state, which the hooks run here read.
+        cfg.state_json = ch.expect("hooks-done", "runtime").encode()
         if spec.hooks.create_container:
             hooks.run(spec.hooks.create_container, cfg.state_json, "createContainer")
         if own_mount_ns:
