@@ -244,11 +244,16 @@ def container_init(cfg, in_userns):
         ch.send("ready")
         # Wait for `start`: opening the fifo for writing blocks until it is opened to read.
         fd = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.close(cfg.fifo_fd)
+        # `start` reads one status: "0" the process is about to exec, or "1" and why not.
+        try:
+            if spec.hooks.start_container:
+                hooks.run(spec.hooks.start_container, cfg.state_json, "startContainer")
+        except BaseException as err:  # noqa: BLE001
+            os.write(fd, b"1" + str(err).encode(errors="replace")[:4000])
+            raise
         os.write(fd, b"0")
         os.close(fd)
-        os.close(cfg.fifo_fd)
-        if spec.hooks.start_container:
-            hooks.run(spec.hooks.start_container, cfg.state_json, "startContainer")
         ch.close()
         proc.execute(process, executable, pending)
     except BaseException as err:  # noqa: BLE001

@@ -2,7 +2,7 @@
 
 import os
 
-from berth.errors import Conflict
+from berth.errors import Conflict, SystemFailure
 from berth.runtime.main import need_id
 from berth.runtime.state import FIFO, Container, require_status
 
@@ -45,16 +45,19 @@ def _poststart_hooks(c):
 
 
 def _await_init(c, fd):
-    """Read the init's byte from the fifo; fail if the init dies instead."""
+    """Read the init's status from the fifo: "0" it execs, "1<why>" it cannot."""
     import select
 
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while True:
         if poller.poll(50):
-            data = os.read(fd, 1)
-            if data:
+            data = os.read(fd, 4096)
+            if data[:1] == b"0":
                 return
+            if data[:1] == b"1":
+                raise SystemFailure(f"cannot start container {c.id}: "
+                                    f"{data[1:].decode(errors='replace')}")
         if not c.init_alive():
             raise Conflict(f"cannot start container {c.id}: its init exited")
 
