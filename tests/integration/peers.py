@@ -114,7 +114,8 @@ class _Engine:
     def import_image(self, tarball, ref):
         self("import", tarball, ref, timeout=120)
 
-    def _run(self, argv, check=True, timeout=60, input=None):
+    def call(self, argv, check=True, timeout=60, input=None):
+        """Run any command line in the engine's directory; failures name the runtime calls."""
         # Output goes through files: a detached container may keep a pipe open for long.
         # The working directory is ours: conmon writes an "oom" file into its own.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -181,7 +182,7 @@ class Podman(_Engine):
                      "--events-backend", "file", "--runtime", self.runtime.path]
 
     def __call__(self, *args, check=True, timeout=60, input=None):
-        return self._run([*self.base, *map(str, args)], check=check, timeout=timeout,
+        return self.call([*self.base, *map(str, args)], check=check, timeout=timeout,
                          input=input)
 
     def run_args(self):
@@ -244,7 +245,7 @@ class Dockerd(_Engine):
             return ""
 
     def __call__(self, *args, check=True, timeout=60, input=None):
-        return self._run(["docker", "-H", self.host, *map(str, args)], check=check,
+        return self.call(["docker", "-H", self.host, *map(str, args)], check=check,
                          timeout=timeout, input=input)
 
     def run_args(self):

@@ -6,6 +6,10 @@ start, state, kill [--all], delete [--force], exec --process --detach --pid-file
 --format json, pause/resume, update --resources -, events --stats. One private dockerd
 (peers.Dockerd) serves the class; containers run with --network none.
 """
+import json
+import os
+import shlex
+
 import pytest
 
 from tests.integration import peers
@@ -69,3 +73,24 @@ class TestDocker(peers.DropInSuite):
         # "748KiB / 64MiB 2": the usage is real and the limit is the container's.
         assert "64MiB" in proc.stdout, proc.stdout + engine.runtime.report()
         assert fields[-1] != "0", proc.stdout
+
+    def test_state_events_ps_on_the_shims_root(self, engine, looping):
+        # containerd's shim reads stats and OOM events from the cgroup itself, so `docker
+        # stats` never calls `events`; ask berth-oci directly, under the shim's --root.
+        name = looping("dropin-cli", "--memory", "64m")
+        cid = engine.inspect(name, "{{.Id}}")
+        pid = int(engine.inspect(name, "{{.State.Pid}}"))
+        root = os.path.join(engine.exec_root, "runtime-runc", "moby")
+
+        def oci(*args):
+            proc = engine.call([*shlex.split(peers.runtime_command()), "--root", root,
+                                *args], timeout=30)
+            return json.loads(proc.stdout.splitlines()[0] if args[0] == "events"
+                              else proc.stdout)
+
+        state = oci("state", cid)
+        assert (state["status"], state["pid"]) == ("running", pid), state
+        event = oci("events", "--stats", cid)
+        assert event["type"] == "stats" and event["id"] == cid, event
+        assert event["data"]["memory"]["usage"]["limit"] == 64 * 1024 * 1024, event
+        assert pid in oci("ps", "--format", "json", cid)
