@@ -340,3 +340,171 @@ def test_preserve_fds_range_does_not_lend_the_runtimes_own_fds(oci, make_bundle,
                    check=False)
         assert "state.json" not in proc.stdout and "config.json" not in proc.stdout, (
             proc.stdout)
+
+
+# ---- 3. CVE-2019-16884: nothing is mounted over /proc, nor through a symlinked /proc, /sys
+
+def _assert_nothing_left(oci, cid):
+    assert cid not in oci.container_ids()
+    assert not os.path.exists(os.path.join(oci.root, cid))
+
+
+@pytest.mark.parametrize("dest,type_,source", [
+    ("/proc/self/attr", "tmpfs", "tmpfs"),
+    ("/proc/sys", "tmpfs", "tmpfs"),
+    ("/proc/sys", "bind", "/proc/sys"),
+    ("/proc/self/attr/exec", "bind", "/dev/null"),
+    ("/proc", "tmpfs", "tmpfs"),
+])
+def test_mount_over_proc_is_refused(oci, make_bundle, container_id, dest, type_, source):
+    # Checked: with _check_dest's /proc rules removed, the tmpfs over /proc/sys and the bind
+    # over /proc/self/attr/exec are made and the run succeeds.
+    options = ["rbind"] if type_ == "bind" else []
+    bundle = make_bundle(args=["true"],
+                         mutate=lambda c: _mount(c, dest, type_, source, options))
+    proc = oci("run", "--bundle", bundle, container_id, check=False)
+    line = _fail_line(proc)
+    assert "/proc" in line and ("not allowed" in line or "refus" in line), line
+    _assert_nothing_left(oci, container_id)
+
+
+@pytest.mark.parametrize("name,kind", [("proc", "proc"), ("sys", "sysfs")])
+def test_proc_and_sysfs_are_not_mounted_through_a_symlink(oci, hostile, container_id,
+                                                          tmp_path, name, kind):
+    # Checked: with the symlink test in _check_dest removed, proc is mounted on the fake
+    # directory the symlink names (the run succeeds).
+    fake = f"/tmp/fake{name}-{container_id}"
+    host_fake = fake  # what an escaping runtime would create or mount on the host
+
+    def setup(rootfs):
+        os.rmdir(os.path.join(rootfs, name))
+        os.makedirs(rootfs + fake)
+        os.symlink(fake, os.path.join(rootfs, name))
+
+    bundle = hostile(args=["true"], setup=setup)
+    before = _host_mounts()
+    proc = oci("run", "--bundle", bundle, container_id, check=False)
+    line = _fail_line(proc)
+    assert "symlink" in line and kind in line, line
+    _assert_nothing_left(oci, container_id)
+    assert not os.path.lexists(host_fake)
+    assert os.listdir(os.path.join(bundle, "rootfs") + fake) == []
+    ours = (str(tmp_path), host_fake)  # other processes may mount elsewhere meanwhile
+    assert [m for m in _host_mounts() if m not in before and m.startswith(ours)] == []
+
+
+def test_bind_over_allowed_proc_file_works(oci, make_bundle, container_id, tmp_path):
+    # The lxcfs case: a file bound over /proc/cpuinfo is allowed and seen in the container.
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("berth fake cpuinfo\n")
+    bundle = make_bundle(args=["cat", "/proc/cpuinfo"],
+                         mutate=lambda c: _mount(c, "/proc/cpuinfo", "bind", str(fake),
+                                                 ["bind", "ro"]))
+    proc = oci("run", "--bundle", bundle, container_id)
+    assert proc.stdout == "berth fake cpuinfo\n"
+
+
+# ---- 4. CVE-2021-30465: a mount destination through a symlink stays inside the rootfs
+
+@pytest.fixture
+def host_target(tmp_path):
+    """An empty host directory an escaping mount would land on; checked untouched after."""
+    path = tmp_path / "host-target"
+    path.mkdir()
+    before = _host_mounts()
+    yield str(path)
+    assert os.listdir(path) == []
+    assert not _is_mount_point(str(path))
+    assert [m for m in _host_mounts() if m not in before and m.startswith(str(tmp_path))] == []
+
+
+def _escape_links(host_target):
+    depth = "../" * 12
+    return {
+        # name in the rootfs: (link text, destination to mount on)
+        "abs-dotdot": ("/../../../../../.." + host_target, "/data"),
+        "relative": (depth.rstrip("/") + host_target, "/data"),
+        "root": ("/", "/data" + host_target),
+        "middle": ("/../../../../..", "/data" + host_target + "/sub"),
+    }
+
+
+@pytest.mark.parametrize("case", ["abs-dotdot", "relative", "root", "middle"])
+@pytest.mark.parametrize("exists", [True, False], ids=["target-exists", "dangling"])
+def test_mount_through_escaping_symlink_lands_inside(oci, hostile, container_id, tmp_path,
+                                                     host_target, case, exists):
+    # Checked: with _target opening rootfs + dest by host path (following the links on the
+    # host), every case fails: the bind lands on the host's host-target in the init's mount
+    # namespace (out of the container's sight) and "middle" creates host-target/sub on the
+    # host. Before _create_in_root, the "dangling" cases failed with EEXIST.
+    link, dest = _escape_links(host_target)[case]
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    (marker / "MARKER").write_text("inside\n")
+    inside = host_target + ("/sub" if case == "middle" else "")
+
+    def setup(rootfs):
+        os.symlink(link, os.path.join(rootfs, "data"))
+        if exists:
+            os.makedirs(rootfs + inside)
+
+    seen_at = "/data" if case in ("abs-dotdot", "relative") else dest
+    bundle = hostile(args=["/bin/sh", "-c", f"cat {seen_at}/MARKER {inside}/MARKER"],
+                     setup=setup,
+                     mutate=lambda c: _mount(c, dest, "bind", str(marker), ["rbind"]))
+    proc = oci("run", "--bundle", bundle, container_id, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.endswith("inside\ninside\n")
+    # The directories created for the mount are in the rootfs copy, not on the host.
+    assert os.path.isdir(os.path.join(bundle, "rootfs") + inside)
+
+
+def test_target_walk_refuses_loops_and_dotdot(tmp_path):
+    # Unit level: Rootfs._target opens destinations below the root fd only. A symlink loop
+    # and a '..' in a path still to create are errors, a '..' in a link stays in the root.
+    if SRC not in sys.path:
+        sys.path.insert(0, SRC)
+    from berth.errors import InvalidArgument
+    from berth.runtime.rootfs import Rootfs
+
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    os.symlink("loop", root / "loop")
+    os.symlink("../../..", root / "up")
+    r = Rootfs(None, str(tmp_path), str(root))
+    r.rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        with pytest.raises(InvalidArgument):
+            r._target("/loop/x", is_dir=True, where="mounts[0]")
+        with pytest.raises(InvalidArgument):
+            r._target("/new/../../x", is_dir=True, where="mounts[0]")
+        fd = r._target("/up/up/escaped", is_dir=True, where="mounts[0]")
+        try:
+            assert os.readlink(f"/proc/self/fd/{fd}") == str(root / "escaped")
+        finally:
+            os.close(fd)
+        assert not os.path.exists(tmp_path.parent / "escaped")
+    finally:
+        os.close(r.rootfd)
+
+
+# ---- 6. A /dev symlink in the image
+
+@pytest.mark.parametrize("exists", [True, False], ids=["target-exists", "dangling"])
+def test_dev_symlink_is_not_followed_out(oci, hostile, container_id, host_target, exists):
+    # /dev -> the host directory: the /dev tmpfs, its nodes and /dev/pts land in the rootfs,
+    # where the link resolves inside the root; never on the host.
+    # Checked: with _target opening rootfs + dest by host path, the tmpfs goes on the host's
+    # host-target (in the init's mount namespace) and the container finds no /dev/null.
+    def setup(rootfs):
+        shutil.rmtree(os.path.join(rootfs, "dev"))
+        os.symlink(host_target, os.path.join(rootfs, "dev"))
+        if exists:
+            os.makedirs(rootfs + host_target)
+
+    bundle = hostile(args=["/bin/sh", "-c", "ls /dev/ && echo x > /dev/null && echo written"],
+                     setup=setup)
+    proc = oci("run", "--bundle", bundle, container_id, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "null" in proc.stdout.split() and "written" in proc.stdout
+    assert "pts" in proc.stdout.split()

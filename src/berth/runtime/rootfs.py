@@ -8,6 +8,7 @@ proc itself and the few files runc allows (CVE-2019-16884); proc and sysfs may n
 mounted through a symlink.
 """
 
+import errno
 import os
 import stat
 
@@ -317,37 +318,70 @@ class Rootfs:
         return dest
 
     def _target(self, dest, is_dir, where):
-        """An O_PATH fd on ``dest`` inside the rootfs, creating it (dirs, or a file) if absent."""
+        """An O_PATH fd on ``dest`` inside the rootfs, creating it (dirs, or a file) if absent.
+
+        Every open is below the root fd with RESOLVE_IN_ROOT, so no symlink, '..' or swap
+        made meanwhile leads outside. A dangling symlink is followed as the container would
+        follow it, and what it names is created inside the root.
+        """
         rel = dest.strip("/")
         try:
             return linux.openat2(self.rootfd, rel or ".", os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
         except FileNotFoundError:
             pass
-        parts = [p for p in rel.split("/") if p and p != "."]
-        parent = os.dup(self.rootfd)
+        except OSError as err:
+            raise InvalidArgument(f"{where}.destination: {dest}: {err.strerror}") from None
+        if ".." in rel.split("/"):
+            raise InvalidArgument(f"{where}.destination: {dest} contains '..'")
         try:
-            for i, name in enumerate(parts):
-                if name == "..":
-                    raise InvalidArgument(f"{where}.destination: {dest} contains '..'")
-                last = i == len(parts) - 1
-                try:
-                    fd = linux.openat2(parent, name, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
-                except FileNotFoundError:
-                    if last and is_dir is False:
-                        cfd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
-                                      | os.O_NOFOLLOW, 0o644, dir_fd=parent)
-                        os.close(cfd)
-                    else:
-                        os.mkdir(name, 0o755, dir_fd=parent)
-                    fd = linux.openat2(parent, name, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
-                os.close(parent)
-                parent = fd
-            return os.dup(parent)
+            return self._create_in_root(rel, is_dir)
         except OSError as err:
             raise InvalidArgument(f"{where}.destination: cannot create {dest} in the rootfs: "
                                   f"{err.strerror}") from None
-        finally:
-            os.close(parent)
+
+    def _create_in_root(self, rel, is_dir):
+        done = []  # the path resolved so far: real directories below the root
+        todo = [p for p in reversed(rel.split("/")) if p and p != "."]
+        links = 0
+        while todo:
+            name = todo.pop()
+            if name == "..":  # from a symlink's text: clamped at the root, like the kernel
+                if done:
+                    done.pop()
+                continue
+            try:
+                fd = linux.openat2(self.rootfd, "/".join(done + [name]),
+                                   os.O_PATH | os.O_NOFOLLOW, 0, linux.RESOLVE_IN_ROOT)
+            except FileNotFoundError:
+                parent = linux.openat2(self.rootfd, "/".join(done) or ".",
+                                       os.O_PATH | os.O_DIRECTORY, 0, linux.RESOLVE_IN_ROOT)
+                try:
+                    if not todo and is_dir is False:
+                        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                                         | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644, dir_fd=parent))
+                    else:
+                        os.mkdir(name, 0o755, dir_fd=parent)
+                except FileExistsError:
+                    pass  # made meanwhile: look again
+                finally:
+                    os.close(parent)
+                todo.append(name)
+                continue
+            try:
+                if stat.S_ISLNK(os.fstat(fd).st_mode):
+                    links += 1
+                    if links > 40:
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                    text = os.readlink("", dir_fd=fd)
+                    if text.startswith("/"):
+                        done = []
+                    todo.extend(p for p in reversed(text.split("/")) if p and p != ".")
+                else:
+                    done.append(name)
+            finally:
+                os.close(fd)
+        return linux.openat2(self.rootfd, "/".join(done) or ".", os.O_PATH, 0,
+                             linux.RESOLVE_IN_ROOT)
 
     def _remount(self, dest, flags, where):
         fd = self._target(dest, is_dir=None, where=where)
