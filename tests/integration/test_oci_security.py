@@ -13,8 +13,10 @@ each of those checks was run once by hand with the protection disabled locally.
 """
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -508,3 +510,205 @@ def test_dev_symlink_is_not_followed_out(oci, hostile, container_id, host_target
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "null" in proc.stdout.split() and "written" in proc.stdout
     assert "pts" in proc.stdout.split()
+
+
+# ---- 5. No abstract unix sockets (any process in the network namespace could connect)
+
+def _abstract_sockets(pid):
+    """{inode: name} of the abstract unix sockets in the network namespace of PID."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/net/unix") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 8 and fields[7].startswith("@"):
+                    out[int(fields[6])] = fields[7]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+def _socket_inodes(pid):
+    inodes = set()
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return inodes
+
+
+def _runtime_pids(extra=()):
+    """Every process running berth-oci's interpreter (any test's), plus EXTRA."""
+    interpreters = {"/usr/local/lib/berth/python3"}
+    pids = set(extra)
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/exe") in interpreters:
+                    pids.add(int(name))
+            except OSError:
+                continue
+    return pids
+
+
+def _wait_for(predicate, what, tries=600):
+    import time
+    for _ in range(tries):
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _cmdline_pids(word):
+    pids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if word.encode() in f.read().split(b"\0"):
+                        pids.append(int(name))
+            except OSError:
+                continue
+    return pids
+
+
+def _terminal(config):
+    config["process"]["terminal"] = True
+
+
+def _held_abstract_sockets(pids):
+    """{pid: [names]} of the abstract unix sockets each of PIDS holds.
+
+    A socket is listed in the table of the netns it was made in: the runtime's sockets held
+    by an init in a new netns are in the host's table, not the init's.
+    """
+    host = _abstract_sockets("self")
+    out = {}
+    for pid in pids:
+        abstract = {**host, **_abstract_sockets(pid)}
+        names = sorted(abstract[i] for i in _socket_inodes(pid) if i in abstract)
+        if names:
+            out[pid] = names
+    return out
+
+
+def _snapshot_hook(config, out):
+    """A createRuntime hook: while it runs, the runtime (its parent) and the init wait for
+    it, still holding every fd they use for the set-up; it records their abstract sockets.
+    """
+    config.setdefault("hooks", {})["createRuntime"] = [{
+        "path": "/usr/bin/python3",
+        "args": ["python3", os.path.abspath(__file__), "--snapshot", out],
+        "env": [f"PYTHONPATH={SRC}"]}]
+
+
+def test_create_with_console_socket_binds_no_abstract_socket(oci, make_bundle, container_id,
+                                                             tmp_path):
+    # Checked: with console.connect() binding its socket to "\0berth-cs-<pid>" before it
+    # connects, the snapshot finds it in the runtime and this fails.
+    import json
+    import tempfile
+    sock_dir = tempfile.mkdtemp(prefix="berth-cs-", dir="/tmp")
+    path = os.path.join(sock_dir, "console.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    received = []
+
+    def accept():
+        conn, _ = listener.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+            received.extend(fds)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    snapshot = tmp_path / "snapshot.json"
+    try:
+        bundle = make_bundle(args=["true"], mutate=lambda c: (
+            _terminal(c), _snapshot_hook(c, str(snapshot))))
+        oci("create", "--console-socket", path, "--bundle", bundle, container_id)
+        thread.join(timeout=30)
+        assert received, "no pty master came over the console socket"
+        seen = json.loads(snapshot.read_text())
+        assert len(seen["pids"]) == 2, seen
+        assert seen["held"] == {}, seen
+        pid = _running_pid(oci, container_id)
+        assert _held_abstract_sockets(_runtime_pids([pid])) == {}
+    finally:
+        for fd in received:
+            os.close(fd)
+        listener.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_foreground_terminal_run_and_exec_bind_no_abstract_socket(oci, make_bundle,
+                                                                  container_id):
+    # `run` with a terminal and no console socket relays the pty itself; so does a
+    # foreground `exec -t`. While both relay, no runtime process holds an abstract socket.
+    # Checked: with console.socketpair() replaced by a listener bound to "\0berth-test-<pid>"
+    # and a connect to it, the run's runtime process fails the check (and the source grep).
+    bundle = make_bundle(args=["sleep", "1000"], mutate=_terminal)
+    run = subprocess.Popen(oci.argv("run", "--bundle", bundle, container_id),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=oci.env)
+    exec_ = None
+    try:
+        _wait_for(lambda: oci("state", container_id, check=False).stdout.count('"running"'),
+                  "the container to run")
+        exec_ = subprocess.Popen(oci.argv("exec", "-t", container_id, "sleep", "1001"),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env=oci.env)
+        _wait_for(lambda: _cmdline_pids("1001"), "the exec'd process")
+        pids = _runtime_pids([run.pid, exec_.pid, _running_pid(oci, container_id)])
+        assert run.pid in pids and exec_.pid in pids
+        assert _held_abstract_sockets(pids) == {}
+    finally:
+        oci("kill", container_id, "KILL", check=False)
+        for p in (exec_, run):
+            if p is not None:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def test_source_has_no_abstract_socket_addresses():
+    # An abstract address is a name starting with a NUL byte; berth binds no socket at all,
+    # so any such literal next to a socket call is a regression.
+    import re
+    pattern = re.compile(r"""(bind|connect|sendto|socket)\w*\(\s*(b?["'](\\0|\\x00)|"\0)""")
+    found = []
+    for dirpath, _, files in os.walk(os.path.join(SRC, "berth")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                found += [f"{path}: {m.group(0)}" for m in pattern.finditer(text)]
+                if ".bind(" in text:
+                    found.append(f"{path}: binds a socket")
+    assert found == []
+
+
+def _snapshot(out):
+    """The createRuntime hook's body: record the abstract sockets the runtime and init hold."""
+    import json
+    state = json.load(sys.stdin)
+    pids = [os.getppid(), state["pid"]]
+    held = _held_abstract_sockets(pids)
+    with open(out, "w") as f:
+        json.dump({"pids": pids, "held": {str(k): v for k, v in held.items()}}, f)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--snapshot"]:
+    _snapshot(sys.argv[2])
