@@ -292,6 +292,15 @@ def serve(engine, rootfs, image):
     assert not problems, f"{engine.name} cleanup: " + "; ".join(problems)
 
 
+def freezer_state(pid):
+    """freezer.state of the v1 freezer cgroup holding ``pid``."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        path = next(line.split(":", 2)[2].strip() for line in f
+                    if "freezer" in line.split(":")[1].split(","))
+    with open(os.path.join(CGROUP_ROOT, "freezer", path.lstrip("/"), "freezer.state")) as f:
+        return f.read().strip()
+
+
 def _mounts_under(directory):
     prefix = directory.rstrip("/") + "/"
     out = []
@@ -349,6 +358,20 @@ class DropInSuite:
     REPORTS_OOM_KILLED = True
     # Why `run --privileged` cannot work with this engine on this host, if it cannot.
     PRIVILEGED_BLOCKED = ""
+
+    @pytest.fixture
+    def looping(self, engine):
+        """Starts detached containers running TRAP_LOOP; removes them afterwards."""
+        names = []
+
+        def start(name, *flags):
+            engine.run("-d", "--name", name, *flags, self.IMAGE, "sh", "-c", TRAP_LOOP)
+            names.append(name)
+            return name
+
+        yield start
+        for name in names:
+            engine("rm", "--force", name, check=False)
 
     def test_echo(self, engine):
         assert engine.run("--rm", self.IMAGE, "echo", "hi").stdout == "hi\n"
@@ -444,3 +467,24 @@ class DropInSuite:
         proc = engine.run("--rm", "-i", self.IMAGE, "cat", input="piped\n", check=False)
         assert (proc.returncode, proc.stdout) == (0, "piped\n"), \
             proc.stderr + engine.runtime.report()
+
+    def test_pause_unpause(self, engine, looping):
+        name = looping("dropin-pause")
+        pid = int(engine.inspect(name, "{{.State.Pid}}"))
+        engine("pause", name)
+        assert engine.inspect(name, "{{.State.Status}}") == "paused"
+        assert "pause" in engine.runtime.verbs(), engine.runtime.report()
+        assert freezer_state(pid) == "FROZEN"
+        engine("unpause", name)
+        assert engine.inspect(name, "{{.State.Status}}") == "running"
+        assert freezer_state(pid) == "THAWED"
+        assert "resume" in engine.runtime.verbs(), engine.runtime.report()
+        # Thawed for real: the container still answers.
+        assert engine("exec", name, "echo", "awake").stdout == "awake\n"
+
+    def test_update_memory(self, engine, looping):
+        name = looping("dropin-update")
+        engine("update", "--memory", "64m", "--memory-swap", "128m", name)
+        proc = engine("exec", name, "cat", MEMORY_LIMIT)
+        assert proc.stdout.strip() == str(64 * 1024 * 1024), engine.runtime.report()
+        assert "update" in engine.runtime.verbs(), engine.runtime.report()

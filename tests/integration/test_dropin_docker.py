@@ -26,43 +26,11 @@ class TestDocker(peers.DropInSuite):
     def engine(self, busybox_rootfs):
         yield from peers.serve(peers.Dockerd(), busybox_rootfs, self.IMAGE)
 
-    @pytest.fixture
-    def looping(self, engine):
-        """Starts detached containers running peers.TRAP_LOOP; removes them afterwards."""
-        names = []
-
-        def start(name, *flags):
-            engine.run("-d", "--name", name, *flags, self.IMAGE, "sh", "-c", peers.TRAP_LOOP)
-            names.append(name)
-            return name
-
-        yield start
-        for name in names:
-            engine("rm", "--force", name, check=False)
-
     def test_top_lists_the_container_processes(self, engine, looping):
         name = looping("dropin-top")
         proc = engine("top", name)
         assert "while true" in proc.stdout, proc.stdout + engine.runtime.report()
         assert "ps" in engine.runtime.verbs(), engine.runtime.report()
-
-    def test_pause_unpause(self, engine, looping):
-        name = looping("dropin-pause")
-        engine("pause", name)
-        assert engine.inspect(name, "{{.State.Status}}") == "paused"
-        assert "pause" in engine.runtime.verbs(), engine.runtime.report()
-        engine("unpause", name)
-        assert engine.inspect(name, "{{.State.Status}}") == "running"
-        assert "resume" in engine.runtime.verbs(), engine.runtime.report()
-        # Thawed for real: the container still answers.
-        assert engine("exec", name, "echo", "awake").stdout == "awake\n"
-
-    def test_update_memory(self, engine, looping):
-        name = looping("dropin-update")
-        engine("update", "--memory", "64m", "--memory-swap", "128m", name)
-        proc = engine("exec", name, "cat", peers.MEMORY_LIMIT)
-        assert proc.stdout.strip() == str(64 * 1024 * 1024), engine.runtime.report()
-        assert engine.inspect(name, "{{.HostConfig.Memory}}") == str(64 * 1024 * 1024)
 
     def test_stats_no_stream(self, engine, looping):
         name = looping("dropin-stats", "--memory", "64m")
