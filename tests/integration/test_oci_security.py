@@ -512,6 +512,48 @@ def test_dev_symlink_is_not_followed_out(oci, hostile, container_id, host_target
     assert "pts" in proc.stdout.split()
 
 
+
+@pytest.mark.skipif(not os.path.islink("/var/run"), reason="needs the host's /var/run link")
+@pytest.mark.xfail(strict=True, reason="init._open_terminal opens os.path.join(rootfs, "
+                   "'dev/pts/ptmx') and the slave by host path, following the image's links "
+                   "on the host; it should open ptmx with Rootfs.open_in_root and the slave "
+                   "with TIOCGPTPEER")
+def test_terminal_is_not_opened_through_a_dev_symlink_on_the_host(oci, hostile, container_id):
+    # /dev -> "/var/run/../dev": inside the root that is /var/dev (a plain directory in the
+    # image), on the host it is the host's /dev (/var/run -> /run). The pty must come from
+    # the container's devpts, never from the host's /dev/pts/ptmx.
+    def setup(rootfs):
+        shutil.rmtree(os.path.join(rootfs, "dev"))
+        os.makedirs(os.path.join(rootfs, "var", "run"))
+        os.makedirs(os.path.join(rootfs, "var", "dev"))
+        os.symlink("/var/run/../dev", os.path.join(rootfs, "dev"))
+
+    import tempfile
+    sock_dir = tempfile.mkdtemp(prefix="berth-cs-", dir="/tmp")
+    path = os.path.join(sock_dir, "console.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(30)
+    try:
+        bundle = hostile(args=["true"], setup=setup, mutate=_terminal)
+        proc = oci("create", "--console-socket", path, "--bundle", bundle, container_id,
+                   check=False)
+        if proc.returncode != 0:
+            return  # refusing is fine
+        conn, _ = listener.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        try:
+            assert os.fstat(fds[0]).st_dev != os.stat("/dev/pts/ptmx").st_dev, (
+                "the container's pty came from the host's devpts")
+        finally:
+            for fd in fds:
+                os.close(fd)
+    finally:
+        listener.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
 # ---- 5. No abstract unix sockets (any process in the network namespace could connect)
 
 def _abstract_sockets(pid):

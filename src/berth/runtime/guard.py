@@ -20,6 +20,9 @@ _ENV = "BERTH_OCI_GUARDED"
 def ensure_readonly_interpreter():
     exe = sys.executable
     if not exe or os.statvfs(exe).f_flag & os.ST_RDONLY:
+        # Not passed on: a berth-oci started later (a hook's, in another mount namespace
+        # where the bind is missing) must bind again, not fail.
+        os.environ.pop(_ENV, None)
         return
     if not os.path.exists(os.path.join(os.path.dirname(exe), ".berth-interpreter")):
         return  # a development run (python -m berth.runtime): nothing of ours to protect

@@ -129,6 +129,12 @@ class Rootfs:
             self._device(d.path, d.type, d.major, d.minor, mode, d.uid or 0, d.gid or 0,
                          in_userns, where=f"linux.devices[{i}]")
 
+    def open_in_root(self, path, flags):
+        """Open ``path`` as the container will see it (symlinks resolved inside the root),
+        before pivot_root; never a host path an image's link points at."""
+        return linux.openat2(self.rootfd, path.lstrip("/") or ".", flags, 0,
+                             linux.RESOLVE_IN_ROOT)
+
     def bind_console(self, slave_path):
         fd = self._target("/dev/console", is_dir=False, where="console")
         try:
