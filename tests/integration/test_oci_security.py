@@ -512,12 +512,7 @@ def test_dev_symlink_is_not_followed_out(oci, hostile, container_id, host_target
     assert "pts" in proc.stdout.split()
 
 
-
 @pytest.mark.skipif(not os.path.islink("/var/run"), reason="needs the host's /var/run link")
-@pytest.mark.xfail(strict=True, reason="init._open_terminal opens os.path.join(rootfs, "
-                   "'dev/pts/ptmx') and the slave by host path, following the image's links "
-                   "on the host; it should open ptmx with Rootfs.open_in_root and the slave "
-                   "with TIOCGPTPEER")
 def test_terminal_is_not_opened_through_a_dev_symlink_on_the_host(oci, hostile, container_id):
     # /dev -> "/var/run/../dev": inside the root that is /var/dev (a plain directory in the
     # image), on the host it is the host's /dev (/var/run -> /run). The pty must come from

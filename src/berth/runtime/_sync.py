@@ -24,8 +24,15 @@ class Channel:
 
     def send(self, message):
         data = (message.replace("\n", " ") + "\n").encode()
-        while data:
-            data = data[os.write(self.wfd, data):]
+        try:
+            while data:
+                data = data[os.write(self.wfd, data):]
+        except BrokenPipeError:
+            # The other side is gone; what it said before it left is the error to report.
+            msg = self.recv()
+            if msg is not None and msg.startswith("error "):
+                raise_remote(msg)
+            raise errors.SystemFailure("the other process exited unexpectedly") from None
 
     def recv(self):
         """The next line, or None at end of file (the other side exited)."""

@@ -55,6 +55,11 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
     if spec.process.terminal and not console_socket and not foreground:
         raise InvalidArgument("cannot allocate tty if berth-oci will detach without setting "
                               "console socket")
+    for fd in range(3, 3 + preserve_fds):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise InvalidArgument(f"--preserve-fds {preserve_fds}: fd {fd} is not open") from None
     container = Container.reserve(root, container_id)
     manager = None
     pid = 0

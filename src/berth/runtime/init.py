@@ -219,16 +219,16 @@ def container_init(cfg, in_userns):
             hooks.run(spec.hooks.create_container, cfg.state_json, "createContainer")
         if own_mount_ns:
             rootfs.pivot(cfg.no_pivot)
+        # sysctls go in through the container's /proc, before readonlyPaths closes /proc/sys.
+        for key, value in lx.sysctl.items():
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        if own_mount_ns:
             rootfs.finish()
-        elif spec.root is not None and lx.namespace("mount") is None:
-            pass  # sharing the host's mount namespace: the process sees the host
         if spec.hostname and lx.namespace("uts") is not None:
             linux.sethostname(spec.hostname)
         if spec.domainname and lx.namespace("uts") is not None:
             linux.setdomainname(spec.domainname)
-        for key, value in lx.sysctl.items():
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
         if lx.personality:
             linux.personality(0x0008 if lx.personality.get("domain") == "LINUX32" else 0)
         process = spec.process
@@ -262,27 +262,37 @@ def container_init(cfg, in_userns):
 
 
 def _open_terminal(cfg, rootfs):
-    """A new pty from the container's devpts; the master goes out on the console socket."""
+    """A new pty from the container's devpts; the master goes out on the console socket.
+
+    The pty is opened as the container will see it (through the rootfs fd, never a host path
+    an image's /dev symlink could point at), and the slave comes from the master itself
+    (TIOCGPTPEER), so no path is looked up twice.
+    """
     import fcntl
     import struct
 
-    ptmx = "/dev/pts/ptmx" if rootfs is None else os.path.join(cfg.rootfs, "dev/pts/ptmx")
-    if not os.path.exists(ptmx):
-        ptmx = os.path.join(cfg.rootfs, "dev/ptmx") if rootfs is not None else "/dev/ptmx"
-    master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
+    master = -1
+    for path in ("/dev/pts/ptmx", "/dev/ptmx"):
+        try:
+            master = rootfs.open_in_root(path, flags) if rootfs is not None else os.open(path,
+                                                                                       flags)
+            break
+        except FileNotFoundError:
+            continue
+    if master < 0:
+        from berth.errors import NotFound
+        raise NotFound("process.terminal: the container has no /dev/pts/ptmx or /dev/ptmx")
     fcntl.ioctl(master, C.TIOCSPTLCK, struct.pack("i", 0))
     number = struct.unpack("i", fcntl.ioctl(master, C.TIOCGPTN, struct.pack("i", 0)))[0]
-    pts_dir = os.path.dirname(ptmx) if ptmx.endswith("pts/ptmx") else os.path.join(
-        os.path.dirname(ptmx), "pts")
-    slave_path = os.path.join(pts_dir, str(number))
-    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    slave = fcntl.ioctl(master, C.TIOCGPTPEER, flags)
     size = cfg.spec.process.console_size
     if size is not None:
         fcntl.ioctl(slave, C.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
     if rootfs is not None:
-        rootfs.bind_console(slave_path)
+        rootfs.bind_console(f"/proc/self/fd/{slave}")
     from berth.runtime.console import send_fd
-    send_fd(cfg.console_fd, master, slave_path)
+    send_fd(cfg.console_fd, master, f"/dev/pts/{number}")
     os.close(master)
     if cfg.console_fd >= 0:
         os.close(cfg.console_fd)

@@ -230,7 +230,9 @@ class Device(Record):
             path=string(raw.get("path"), f"{path}.path", True),
             major=integer(raw.get("major"), f"{path}.major", needs_numbers, 0, minimum=0),
             minor=integer(raw.get("minor"), f"{path}.minor", needs_numbers, 0, minimum=0),
-            file_mode=integer(raw.get("fileMode"), f"{path}.fileMode", minimum=0, maximum=0o7777),
+            # Permission bits, possibly with the file-type bits too (podman sends 0o20600).
+            file_mode=integer(raw.get("fileMode"), f"{path}.fileMode", minimum=0,
+                              maximum=0o177777),
             uid=integer(raw.get("uid"), f"{path}.uid", minimum=0),
             gid=integer(raw.get("gid"), f"{path}.gid", minimum=0),
         )
