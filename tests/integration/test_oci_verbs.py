@@ -194,9 +194,9 @@ def test_update_flags(oci, running):
     assert read(memory, "memory.soft_limit_in_bytes") == str(32 << 20)
     oci("update", "--memory", "-1", running)
     assert int(read(memory, "memory.limit_in_bytes")) > 1 << 60
-    # The container's config copy records what was set.
-    with open(os.path.join(oci.root, running, "config.json")) as f:
-        resources = json.load(f)["linux"]["resources"]
+    # The config recorded in the container's state keeps what was set.
+    with open(os.path.join(oci.root, running, "state.json")) as f:
+        resources = json.load(f)["config"]["linux"]["resources"]
     assert resources["pids"] == {"limit": 10}
     assert resources["cpu"]["quota"] == 50000 and resources["memory"]["limit"] == -1
 
