@@ -1,5 +1,3 @@
-import sys
+from berth.runtime.main import entry
 
-from berth.runtime.main import main
-
-sys.exit(main())
+entry()

@@ -150,16 +150,21 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         st = proc_stat(pid)
         container.state["pid"] = pid
         container.state["startTime"] = st[1] if st else 0
+        # The one durable record, written while the init builds its rootfs. It says
+        # "created" at once: the fifo makes a `start` that comes early wait until the init
+        # is ready, and if the init fails this create removes everything anyway.
+        container.state["status"] = "created"
+        container.save()
         parent.expect("hooks")
-        state_json = jsonio.dumps(container.oci_state()).encode()
+        hook_state = container.oci_state()
+        hook_state["status"] = "creating"
+        state_json = jsonio.dumps(hook_state).encode()
         if spec.hooks.prestart or spec.hooks.create_runtime:
             from berth.runtime import hooks
             hooks.run(spec.hooks.prestart, state_json, "prestart")
             hooks.run(spec.hooks.create_runtime, state_json, "createRuntime")
         parent.send("hooks-done " + state_json.decode())
         parent.expect("ready")
-        container.state["status"] = "created"
-        container.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
         master = -1

@@ -19,10 +19,14 @@ MARKER = ".berth-interpreter"
 
 LAUNCHER = """#!{interpreter} -IS
 # berth-oci launcher, written by `python -m berth.runtime.install`.
+# The cyclic collector only costs a short-lived process time (~1 ms of passes while
+# berth-oci imports its modules): it is off before the first import.
+import gc
+gc.disable()
 import sys
 sys.path.insert(0, {src!r})
-from berth.runtime.main import main
-sys.exit(main())
+from berth.runtime.main import entry
+entry()
 """
 
 

@@ -142,6 +142,21 @@ def main(argv=None):
         return 1
 
 
+def entry():
+    """The launcher's entry point: run, flush, and leave without the interpreter's teardown.
+
+    Finalizing a Python process (module teardown, freeing every object) costs about 3 ms,
+    a tenth of a whole `run`; nothing berth-oci holds needs it, so exit at once.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 1)
+
+
 def _report(g, message):
     if g is not None:
         g.log_line("error", message)

@@ -108,12 +108,26 @@ class Rootfs:
         self.rootfd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def mount_all(self):
-        for i, m in enumerate(self.spec.mounts):
-            where = f"mounts[{i}]"
-            dest = m.destination if m.destination.startswith("/") else "/" + m.destination
+        for i, m, dest in self._mount_order():
             if m.destination == "/dev" and m.type == "bind":
                 self.bind_dev = True
-            self._mount_one(m, dest, where)
+            self._mount_one(m, dest, f"mounts[{i}]")
+
+    def _mount_order(self):
+        """The mounts in config order, except that a cgroup mount nothing later sits on goes
+        last: it waits for the runtime to finish the cgroups, and everything else can be
+        mounted meanwhile."""
+        entries = []
+        for i, m in enumerate(self.spec.mounts):
+            dest = m.destination if m.destination.startswith("/") else "/" + m.destination
+            entries.append((i, m, dest.rstrip("/") or "/"))
+        deferred = []
+        for pos, (i, m, dest) in enumerate(entries):
+            if m.type in ("cgroup", "cgroup2") and not any(
+                    d == dest or d.startswith(dest + "/") or dest.startswith(d + "/")
+                    for _, _, d in entries[pos + 1:]):
+                deferred.append((i, m, dest))
+        return [e for e in entries if e not in deferred] + deferred
 
     def make_devices(self, in_userns):
         if not self.bind_dev and self._has_dev_tmpfs():

@@ -18,7 +18,7 @@ import time
 
 from berth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from berth.spec import jsonio
-from berth.spec.validate import validate_id
+from berth.spec.ident import validate_id
 
 STATE = "state.json"
 FIFO = "exec.fifo"
@@ -44,12 +44,14 @@ def proc_stat(pid):
     return fields[0].decode(), int(fields[19])
 
 
-def write_atomic(path, data, mode=0o600):
+def write_atomic(path, data, mode=0o600, sync=True):
+    """Replace ``path`` by a temp file and rename; ``sync`` fsyncs the data first."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
@@ -128,8 +130,12 @@ class Container:
     def path(self, name):
         return os.path.join(self.dir, name)
 
-    def save(self):
-        write_atomic(self.path(STATE), jsonio.dumps(self.state).encode())
+    def save(self, sync=True):
+        """Write state.json. The first record of a container is fsynced; later changes of
+        its status (created, running, paused) need not be: the rename keeps them whole
+        against a crash of the writer, and a power loss ends every process, cgroup and
+        mount the record describes, so the older durable copy is as true as the newer."""
+        write_atomic(self.path(STATE), jsonio.dumps(self.state).encode(), sync=sync)
 
     def config(self):
         """The container's config.json as created (kept inside state.json)."""

@@ -10,6 +10,7 @@ the filesystem only for the fields that name a path.
 import os
 from stat import S_ISDIR
 
+from berth.spec.ident import validate_id  # noqa: F401 - part of this module's API
 from berth.errors import InvalidArgument, Unsupported
 from berth.spec.caps import CAPS
 from berth.spec.runtime import NAMESPACE_TYPES
@@ -57,8 +58,6 @@ SECCOMP_FLAGS = (
 _IPC_SYSCTL_PREFIXES = ("kernel.shm", "kernel.msg", "kernel.sem")
 _UTS_SYSCTLS = ("kernel.hostname", "kernel.domainname")
 
-_ID_MAX = 1024
-_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+.-")
 # An id mapping covers [id, id + size) of the 32-bit id space; the kernel takes at most 340.
 _ID_SPACE = 1 << 32
 _MAX_ID_MAPPINGS = 340
@@ -104,23 +103,6 @@ class Host:
 
 
 # ---------------------------------------------------------------- entry points
-
-def validate_id(container_id):
-    """Reject a container id that is unsafe as a directory name or differs from runc's rules."""
-    problem = None
-    if not isinstance(container_id, str) or not container_id:
-        problem = "must not be empty"
-    elif len(container_id) > _ID_MAX:
-        problem = f"must be at most {_ID_MAX} characters"
-    elif "/" in container_id:
-        problem = 'must not contain "/"'
-    elif container_id in (".", ".."):
-        problem = 'must not be "." or ".."'
-    elif not _ID_CHARS.issuperset(container_id):
-        problem = "may contain only letters, digits and _ + . -"
-    if problem:
-        raise InvalidArgument(f"invalid container id {_quote(container_id)}: {problem}")
-
 
 def validate(spec, bundle, container_id=None, *, host=None):
     """Run every check on ``spec`` (a ``berth.spec.runtime.Spec``) read from ``bundle``."""
@@ -439,21 +421,6 @@ CHECKS = (
     check_intel_rdt,
     check_security_labels,
 )
-
-
-def _quote(text):
-    """``text`` in double quotes, escaped so that the message stays on one line."""
-    out = []
-    for ch in str(text):
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch < " " or ch == "\x7f":
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
 
 
 def validate_process(process):

@@ -24,7 +24,7 @@ def pause(root, container_id):
             raise Conflict(f"cannot pause container {container_id}: container not running")
         _manager(c).freeze()
         c.state["paused"] = True
-        c.save()
+        c.save(sync=False)
     finally:
         c.unlock()
 
@@ -38,7 +38,7 @@ def resume(root, container_id):
             raise Conflict(f"cannot resume container {container_id}: container not paused")
         _manager(c).thaw()
         c.state.pop("paused", None)
-        c.save()
+        c.save(sync=False)
     finally:
         c.unlock()
 

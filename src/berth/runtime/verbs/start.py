@@ -28,7 +28,7 @@ def release(c, poststart=(), log=None):
         os.close(fd)
     os.unlink(c.path(FIFO))
     c.state["status"] = "running"
-    c.save()
+    c.save(sync=False)
     if poststart:
         from berth.runtime import hooks
         from berth.spec import jsonio
