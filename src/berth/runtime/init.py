@@ -206,8 +206,7 @@ def container_init(cfg, in_userns):
         rootfs = Rootfs(spec, cfg.bundle, cfg.rootfs, cgroup_ready=cgroup_ready)
         if own_mount_ns:
             rootfs.prepare()
-            rootfs.mount_all()
-            rootfs.make_devices(in_userns)
+            rootfs.mount_all(in_userns)
         cgroup_ready()
         slave = -1
         if spec.process.terminal:

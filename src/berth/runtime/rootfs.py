@@ -107,16 +107,23 @@ class Rootfs:
         linux.mount(self.path, self.path, "bind", C.MS_BIND | C.MS_REC)
         self.rootfd = os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def mount_all(self):
-        for i, m, dest in self._mount_order():
+    def mount_all(self, in_userns=False):
+        """Every mount, then /dev's nodes. The cgroup mounts that can wait come after the
+        nodes: they need the runtime to have finished the cgroups, which it does meanwhile.
+        (The nodes are made while this process is still in the runtime's cgroup, so the
+        container's device rules never stand in the way of mknod.)"""
+        entries, deferred = self._mount_order()
+        for i, m, dest in entries:
             if m.destination == "/dev" and m.type == "bind":
                 self.bind_dev = True
             self._mount_one(m, dest, f"mounts[{i}]")
+        self.make_devices(in_userns)
+        for i, m, dest in deferred:
+            self._mount_one(m, dest, f"mounts[{i}]")
 
     def _mount_order(self):
-        """The mounts in config order, except that a cgroup mount nothing later sits on goes
-        last: it waits for the runtime to finish the cgroups, and everything else can be
-        mounted meanwhile."""
+        """(mounts in config order, cgroup mounts set aside): a cgroup mount that nothing
+        later sits on waits for the runtime to finish the cgroups, so it goes last."""
         entries = []
         for i, m in enumerate(self.spec.mounts):
             dest = m.destination if m.destination.startswith("/") else "/" + m.destination
@@ -127,7 +134,7 @@ class Rootfs:
                     d == dest or d.startswith(dest + "/") or dest.startswith(d + "/")
                     for _, _, d in entries[pos + 1:]):
                 deferred.append((i, m, dest))
-        return [e for e in entries if e not in deferred] + deferred
+        return [e for e in entries if e not in deferred], deferred
 
     def make_devices(self, in_userns):
         if not self.bind_dev and self._has_dev_tmpfs():

@@ -89,6 +89,19 @@ class Container:
         c._read()
         return c
 
+    @classmethod
+    def locked(cls, root, container_id):
+        """Load a container with its lock held (the state is read once, under the lock)."""
+        validate_id(container_id)
+        c = cls(root, container_id)
+        c.lock()
+        try:
+            c._read()
+        except BaseException:
+            c.unlock()
+            raise
+        return c
+
     def _read(self):
         try:
             with open(os.path.join(self.dir, STATE), "rb") as f:

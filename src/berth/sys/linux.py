@@ -1,18 +1,19 @@
-"""The Linux system calls the standard library lacks, through ctypes on the C library.
+"""The Linux system calls the standard library lacks, through the C library (``_ffi``).
 
 Only this package calls libc. Every wrapper retries on EINTR, raises ``OSError`` whose text
 names the operation and the path, and decides nothing. ``LIBC`` is looked up once and may be
 replaced by tests (``set_libc``) with an object that records calls.
 """
 
-import ctypes
 import os
+
+from berth.sys import _ffi as ctypes
 
 _errno_location = None
 
 
 def _load():
-    lib = ctypes.CDLL(None, use_errno=True)
+    lib = ctypes.Library(None)
     lib.syscall.restype = ctypes.c_long
     lib.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                           ctypes.c_ulong, ctypes.c_char_p)

@@ -19,7 +19,7 @@ FLAGS = _args.table(("--force", "-f", "bool", False))
 
 def delete(root, container_id, force=False, log=None):
     try:
-        c = Container.load(root, container_id).lock().reload()
+        c = Container.locked(root, container_id)
     except NotFound:
         if force:
             _remove_leftovers(root, container_id)

@@ -38,7 +38,7 @@ def parse_signal(text):
 def kill(root, container_id, sig, all_processes=False):
     import os
 
-    c = Container.load(root, container_id).lock().reload()
+    c = Container.locked(root, container_id)
     try:
         require_status(c, "created", "running", "paused", verb="kill")
         if all_processes:

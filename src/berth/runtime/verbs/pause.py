@@ -18,7 +18,7 @@ def _manager(c):
 
 
 def pause(root, container_id):
-    c = Container.load(root, container_id).lock().reload()
+    c = Container.locked(root, container_id)
     try:
         if c.status() not in ("running", "created"):
             raise Conflict(f"cannot pause container {container_id}: container not running")
@@ -30,7 +30,7 @@ def pause(root, container_id):
 
 
 def resume(root, container_id):
-    c = Container.load(root, container_id).lock().reload()
+    c = Container.locked(root, container_id)
     try:
         status = c.status()
         # A paused created container still reads "created" (the exec fifo is checked first).

@@ -10,7 +10,7 @@ USAGE = "usage: berth-oci start ID\n"
 
 
 def start(root, container_id, log=None):
-    c = Container.load(root, container_id).lock().reload()
+    c = Container.locked(root, container_id)
     try:
         require_status(c, "created", verb="start")
         release(c, _poststart_hooks(c), log)
@@ -20,15 +20,14 @@ def start(root, container_id, log=None):
 
 
 def release(c, poststart=(), log=None):
-    """Let a created container's init exec, record it running, run the poststart hooks."""
+    """Let a created container's init exec, then run the poststart hooks."""
     fd = os.open(c.path(FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         _await_init(c, fd)
     finally:
         os.close(fd)
+    # Nothing to record: with the fifo gone, a live init reads as running (state.py).
     os.unlink(c.path(FIFO))
-    c.state["status"] = "running"
-    c.save(sync=False)
     if poststart:
         from berth.runtime import hooks
         from berth.spec import jsonio

@@ -180,7 +180,7 @@ def update(root, container_id, raw):
     from berth.spec.runtime import Resources
 
     resources = Resources.from_json(raw, "resources")
-    c = Container.load(root, container_id).lock().reload()
+    c = Container.locked(root, container_id)
     try:
         if c.status() == "stopped":
             raise Conflict(f"cannot update container {container_id}: container not running")
