@@ -45,13 +45,13 @@ def forward_signals(pid):
 
 
 def main(g, verb, argv):
-    from berth.runtime.verbs.delete import delete, remove
-    from berth.runtime.verbs.start import release
-
     opts, args = _args.parse(argv, FLAGS)
     container_id = need_id(verb, args)[0]
     detach = opts["detach"]
     created = create_verb.create_from(g, opts, container_id, foreground=not detach)
+    from berth.runtime.verbs.delete import delete, remove
+    from berth.runtime.verbs.start import release
+
     log = lambda m: g.log_line("warning", m)  # noqa: E731
     container = created.container
     hooks = created.spec.hooks
