@@ -137,6 +137,23 @@ class Rootfs:
         return [e for e in entries if e not in deferred], deferred
 
     def make_devices(self, in_userns):
+        self._dirs = {}  # directory -> O_PATH fd, opened once for all the nodes in it
+        try:
+            self._make_devices(in_userns)
+        finally:
+            for fd in self._dirs.values():
+                os.close(fd)
+            self._dirs = {}
+
+    def _parent(self, head, where):
+        fd = self._dirs.get(head)
+        if fd is None:
+            fd = self._target("/" + head, is_dir=True, where=where) if head else os.dup(
+                self.rootfd)
+            self._dirs[head] = fd
+        return fd
+
+    def _make_devices(self, in_userns):
         if not self.bind_dev and self._has_dev_tmpfs():
             for name, major, minor in _DEFAULT_DEVICES:
                 self._device(f"/dev/{name}", "c", major, minor, 0o666, 0, 0, in_userns)
@@ -198,8 +215,10 @@ class Rootfs:
         flags, propagation, data, extensions = parse_options(m.options, f"{where}.options")
         kind = m.type
         is_bind = bool(flags & C.MS_BIND) or kind == "bind"
-        self._check_dest(dest, kind, is_bind, where)
+        existing = self._check_dest(dest, kind, is_bind, where)
         if kind in ("cgroup", "cgroup2"):
+            if existing is not None:
+                os.close(existing)
             self._mount_cgroup(m, dest, flags, where)
             return
         if is_bind:
@@ -207,8 +226,11 @@ class Rootfs:
             try:
                 st = os.stat(source)
             except OSError as err:
+                if existing is not None:
+                    os.close(existing)
                 raise InvalidArgument(f"{where}.source: {source}: {err.strerror}") from None
-            fd = self._target(dest, is_dir=stat.S_ISDIR(st.st_mode), where=where)
+            fd = existing if existing is not None else self._target(
+                dest, is_dir=stat.S_ISDIR(st.st_mode), where=where)
             try:
                 linux.mount(source, f"/proc/self/fd/{fd}", None,
                             C.MS_BIND | (flags & C.MS_REC))
@@ -218,7 +240,8 @@ class Rootfs:
             if extra:
                 self._remount(dest, C.MS_BIND | C.MS_REMOUNT | extra, where)
         else:
-            fd = self._target(dest, is_dir=True, where=where)
+            fd = existing if existing is not None else self._target(dest, is_dir=True,
+                                                                    where=where)
             try:
                 if "tmpcopyup" in extensions:
                     self._tmpcopyup(fd, m, flags, data)
@@ -310,7 +333,17 @@ class Rootfs:
                                        f"refusing to mount {kind} through it")
             if st is not None and not stat.S_ISDIR(st.st_mode):
                 raise PermissionDenied(f"{where}.destination: {dest} is not a directory")
-        resolved = self._resolve(dest)
+        resolved, fd = self._resolve(dest)
+        try:
+            self._check_resolved(dest, resolved, kind, is_bind, where)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def _check_resolved(dest, resolved, kind, is_bind, where):
         if resolved == "/proc" and kind != "proc":
             raise PermissionDenied(f"{where}.destination: mounting {kind or 'a bind'} over "
                                    f"/proc is not allowed")
@@ -323,7 +356,8 @@ class Rootfs:
                                    f"proc may only be mounted on a real directory")
 
     def _resolve(self, dest):
-        """The path ``dest`` reaches inside the rootfs, following its symlinks in the root."""
+        """(the path ``dest`` reaches inside the rootfs, following its symlinks in the root;
+        an O_PATH fd on it when it exists already, else None)."""
         parts = [p for p in dest.split("/") if p and p != "."]
         # Resolve the longest existing prefix; the rest will be created as plain directories.
         for cut in range(len(parts), -1, -1):
@@ -336,13 +370,17 @@ class Rootfs:
                 continue
             try:
                 real = os.readlink(f"/proc/self/fd/{fd}")
-            finally:
+            except OSError:
                 os.close(fd)
+                raise
+            if cut != len(parts):
+                os.close(fd)
+                fd = None
             inside = real[len(self.path):] if real.startswith(self.path) else real
             tail = "/".join(parts[cut:])
             base = inside.rstrip("/") or ""
-            return (base + "/" + tail).rstrip("/") if tail else (base or "/")
-        return dest
+            return ((base + "/" + tail).rstrip("/") if tail else (base or "/")), fd
+        return dest, None
 
     def _target(self, dest, is_dir, where):
         """An O_PATH fd on ``dest`` inside the rootfs, creating it (dirs, or a file) if absent.
@@ -429,45 +467,37 @@ class Rootfs:
 
     def _device(self, path, kind, major, minor, mode, uid, gid, in_userns,
                 where="devices"):
-        rel = path.lstrip("/")
-        head, name = os.path.split(rel)
-        pfd = self._target("/" + head, is_dir=True, where=where) if head else os.dup(self.rootfd)
+        head, name = os.path.split(path.lstrip("/"))
+        pfd = self._parent(head, where)
         try:
+            os.unlink(name, dir_fd=pfd)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise InvalidArgument(f"{where}.path: {path} is a directory") from None
+        if in_userns:
+            # mknod is not allowed in a user namespace: bind the host's node instead.
+            cfd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                          0o644, dir_fd=pfd)
+            os.close(cfd)
+            fd = linux.openat2(pfd, name, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
             try:
-                os.unlink(name, dir_fd=pfd)
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:
-                raise InvalidArgument(f"{where}.path: {path} is a directory") from None
-            if in_userns:
-                # mknod is not allowed in a user namespace: bind the host's node instead.
-                cfd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
-                              0o644, dir_fd=pfd)
-                os.close(cfd)
-                fd = linux.openat2(pfd, name, os.O_PATH, 0, linux.RESOLVE_IN_ROOT)
-                try:
-                    linux.mount(path, f"/proc/self/fd/{fd}", None, C.MS_BIND)
-                finally:
-                    os.close(fd)
-                return
-            kind_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
-                         "p": stat.S_IFIFO}[kind]
-            os.mknod(name, kind_bits | (mode & 0o7777), os.makedev(major, minor), dir_fd=pfd)
-            os.chmod(name, mode & 0o7777, dir_fd=pfd, follow_symlinks=False)
-            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-        finally:
-            os.close(pfd)
+                linux.mount(path, f"/proc/self/fd/{fd}", None, C.MS_BIND)
+            finally:
+                os.close(fd)
+            return
+        kind_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                     "p": stat.S_IFIFO}[kind]
+        os.mknod(name, kind_bits | (mode & 0o7777), os.makedev(major, minor), dir_fd=pfd)
+        os.chmod(name, mode & 0o7777, dir_fd=pfd, follow_symlinks=False)
+        os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
 
     def _symlink(self, target, path):
-        rel = path.lstrip("/")
-        head, name = os.path.split(rel)
-        pfd = self._target("/" + head, is_dir=True, where="devices")
+        head, name = os.path.split(path.lstrip("/"))
         try:
-            os.symlink(target, name, dir_fd=pfd)
+            os.symlink(target, name, dir_fd=self._parent(head, "devices"))
         except FileExistsError:
             pass
-        finally:
-            os.close(pfd)
 
     # ---- after pivot_root (plain paths are inside the container now)
 
