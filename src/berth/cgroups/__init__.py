@@ -105,6 +105,17 @@ def manager_for(cgroups_path, container_id, *, root="/sys/fs/cgroup", systemd=Fa
     return V1Manager.for_path(cgroups_path, container_id, root, self_cgroup)
 
 
+def manager_from(described):
+    """Rebuild a Manager from what its ``describe()`` returned (kept in a container's state),
+    without looking at the hierarchies or this process's own cgroups again."""
+    if described.get("version") == 2:
+        from berth.cgroups.v2 import V2Manager
+        return V2Manager(described["path"], described.get("root", "/sys/fs/cgroup"))
+    from berth.cgroups.v1 import V1Manager
+    return V1Manager(described["dirs"], described["path"],
+                     described.get("root", "/sys/fs/cgroup"))
+
+
 def _is_relative(cgroups_path):
     return bool(cgroups_path) and not cgroups_path.startswith("/")
 

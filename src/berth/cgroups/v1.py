@@ -47,6 +47,10 @@ class V1Manager(Manager):
         self.path = path
         self.root = root
 
+    def describe(self):
+        """Plain data that ``manager_from`` turns back into this manager."""
+        return {"version": 1, "path": self.path, "root": self.root, "dirs": dict(self.dirs)}
+
     @classmethod
     def for_path(cls, cgroups_path, container_id, root="/sys/fs/cgroup",
                  self_cgroup="/proc/self/cgroup"):

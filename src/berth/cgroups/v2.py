@@ -74,6 +74,10 @@ class V2Manager(Manager):
         self.root = root
         self.dir = os.path.join(root, path.lstrip("/"))
 
+    def describe(self):
+        """Plain data that ``manager_from`` turns back into this manager."""
+        return {"version": 2, "path": self.path, "root": self.root}
+
     # ------------------------------------------------------------ lifecycle
 
     def create(self):

@@ -124,6 +124,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
                 "pid": 0, "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
                 "owner": "", "annotations": spec.annotations,
                 "cgroupPath": manager.path, "systemdCgroup": systemd_cgroup,
+                "cgroup": manager.describe(),
                 "config": raw,
             }
             manager.create()

@@ -202,6 +202,17 @@ class Container:
             out["annotations"] = self.state["annotations"]
         return out
 
+    def cgroup(self):
+        """The container's cgroup Manager (None for a record made before it had one)."""
+        described = self.state.get("cgroup")
+        if described:
+            from berth.cgroups import manager_from
+            return manager_from(described)
+        if self.state.get("cgroupPath"):
+            from berth.cgroups import manager_for
+            return manager_for(self.state["cgroupPath"], self.id)
+        return None
+
     def remove_dir(self):
         for name in os.listdir(self.dir):
             try:

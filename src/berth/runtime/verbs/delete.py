@@ -30,7 +30,7 @@ def delete(root, container_id, force=False, log=None):
         if status in ("running", "paused") and not force:
             raise Conflict(f"cannot delete container {container_id} that is not stopped: "
                            f"{status}")
-        manager = _manager(c)
+        manager = c.cgroup()
         if status != "stopped":
             if status == "paused" and manager is not None:
                 manager.thaw()
@@ -69,14 +69,6 @@ def _poststop_hooks(c):
         return ()
     from berth.spec.runtime import Hooks
     return Hooks.from_json(hooks_raw).poststop
-
-
-def _manager(c):
-    path = c.state.get("cgroupPath")
-    if not path:
-        return None
-    from berth.cgroups import manager_for
-    return manager_for(path, c.id)
 
 
 def _wait_gone(c, timeout=10.0):

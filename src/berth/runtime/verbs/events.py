@@ -89,10 +89,8 @@ def events(g, container_id, interval_ns, stats_only=False):
     c = Container.load(g.root, container_id)
     if c.status() == "stopped":
         raise Conflict(f"container with id {container_id} is not running")
-    from berth.cgroups import manager_for
 
-    manager = manager_for(c.state["cgroupPath"], c.id,
-                          systemd=c.state.get("systemdCgroup", False))
+    manager = c.cgroup()
     if stats_only:
         _emit(_stats_event(c, manager))
         return

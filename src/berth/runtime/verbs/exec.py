@@ -98,7 +98,6 @@ def _read(path):
 
 
 def main(g, verb, argv):
-    from berth.cgroups import manager_for
     from berth.runtime.enter import enter
     from berth.runtime.state import Container, require_status
     from berth.runtime.verbs.run import exit_status, forward_signals
@@ -126,7 +125,7 @@ def main(g, verb, argv):
         import berth.runtime.console  # noqa: F401
     if os.environ.get("BERTH_OCI_DEBUG"):
         import traceback  # noqa: F401
-    manager = manager_for(c.state["cgroupPath"], c.id)
+    manager = c.cgroup()
     entered = enter(c, process, manager=manager, seccomp_filter=seccomp_filter,
                     console_socket=opts["console-socket"] or None,
                     foreground=not opts["detach"], preserve_fds=opts["preserve-fds"],

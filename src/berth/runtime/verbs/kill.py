@@ -42,8 +42,7 @@ def kill(root, container_id, sig, all_processes=False):
     try:
         require_status(c, "created", "running", "paused", verb="kill")
         if all_processes:
-            from berth.cgroups import manager_for
-            manager_for(c.state["cgroupPath"], c.id).kill_all(sig)
+            c.cgroup().kill_all(sig)
         else:
             os.kill(c.pid, sig)
     finally:

@@ -12,9 +12,8 @@ USAGE = "usage: berth-oci pause ID\n       berth-oci resume ID\n"
 
 
 def _manager(c):
-    from berth.cgroups import manager_for
 
-    return manager_for(c.state["cgroupPath"], c.id, systemd=c.state.get("systemdCgroup", False))
+    return c.cgroup()
 
 
 def pause(root, container_id):

@@ -20,10 +20,8 @@ def container_pids(root, container_id):
     c = Container.load(root, container_id)
     if c.status() == "stopped":
         raise Conflict(f"container {container_id} is not running")
-    from berth.cgroups import manager_for
 
-    return manager_for(c.state["cgroupPath"], c.id,
-                       systemd=c.state.get("systemdCgroup", False)).pids()
+    return c.cgroup().pids()
 
 
 def filter_ps(output, pids):

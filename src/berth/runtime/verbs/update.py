@@ -184,10 +184,8 @@ def update(root, container_id, raw):
     try:
         if c.status() == "stopped":
             raise Conflict(f"cannot update container {container_id}: container not running")
-        from berth.cgroups import manager_for
 
-        manager_for(c.state["cgroupPath"], c.id,
-                    systemd=c.state.get("systemdCgroup", False)).set(resources)
+        c.cgroup().set(resources)
         _record(c, raw)
     finally:
         c.unlock()
