@@ -49,7 +49,10 @@ def load_bundle(bundle, container_id=None):
 
 
 def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no_pivot=False,
-           no_new_keyring=False, preserve_fds=0, systemd_cgroup=False, foreground=False):
+           no_new_keyring=False, preserve_fds=0, systemd_cgroup=False, foreground=False,
+           start_now=False):
+    """Create a container; with ``start_now`` (what `run` does) its process execs as soon as
+    it is ready, with no exec fifo and no round trip through `start`."""
     bundle = os.path.abspath(bundle or os.getcwd())
     spec, raw, rootfs = load_bundle(bundle, container_id)
     if spec.process.terminal and not console_socket and not foreground:
@@ -69,15 +72,9 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         if spec.linux.seccomp is not None:
             from berth.runtime.seccomp import compile_filter
             seccomp_filter = compile_filter(spec.linux.seccomp)
-        os.mkfifo(container.path(FIFO), 0o600)
-        # The init opens the fifo as the container's user, which may not be root (or root
-        # of a user namespace mapped elsewhere): let it write, and nobody else read.
-        os.chmod(container.path(FIFO), 0o622)
-        root_uid, root_gid = _host_ids_of_root(spec)
-        if (root_uid, root_gid) != (0, 0):
-            os.chown(container.path(FIFO), root_uid, root_gid)
-        fifo_fd = os.open(container.path(FIFO), os.O_PATH | os.O_CLOEXEC)
-        fds.append(fifo_fd)
+        fifo_fd = -1 if start_now else _make_fifo(container, spec)
+        if fifo_fd >= 0:
+            fds.append(fifo_fd)
         console_fd = -1
         local_console = -1
         if spec.process.terminal:
@@ -166,6 +163,11 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             hooks.run(spec.hooks.create_runtime, state_json, "createRuntime")
         parent.send("hooks-done " + state_json.decode())
         parent.expect("ready")
+        if start_now:
+            # The channel closes when the init execs; a message means it could not.
+            msg = parent.recv()
+            if msg is not None and msg.startswith("error "):
+                _sync.raise_remote(msg)
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
         master = -1
@@ -216,6 +218,19 @@ def _cgroup(spec, container_id, systemd):
     from berth.cgroups import manager_for
 
     return manager_for(spec.linux.cgroups_path, container_id, systemd=systemd)
+
+
+def _make_fifo(container, spec):
+    """exec.fifo, which the init opens (blocking) to wait for `start`; an O_PATH fd on it."""
+    path = container.path(FIFO)
+    os.mkfifo(path, 0o600)
+    # The init opens the fifo as the container's user, which may not be root (or root of a
+    # user namespace mapped elsewhere): let it write, and nobody else read.
+    os.chmod(path, 0o622)
+    root_uid, root_gid = _host_ids_of_root(spec)
+    if (root_uid, root_gid) != (0, 0):
+        os.chown(path, root_uid, root_gid)
+    return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
 
 def _host_ids_of_root(spec):

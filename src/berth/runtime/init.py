@@ -172,6 +172,7 @@ def container_init(cfg, in_userns):
 
         from berth.runtime import process as proc
         from berth.runtime.rootfs import Rootfs
+        hooks = None
         if spec.hooks.create_container or spec.hooks.start_container:
             from berth.runtime import hooks
         if os.environ.get("BERTH_OCI_DEBUG"):
@@ -241,23 +242,33 @@ def container_init(cfg, in_userns):
         proc.enter_cwd(process.cwd)
         executable = proc.find_executable(process.args[0], process.env)
         ch.send("ready")
-        # Wait for `start`: opening the fifo for writing blocks until it is opened to read.
-        fd = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-        os.close(cfg.fifo_fd)
-        # `start` reads one status: "0" the process is about to exec, or "1" and why not.
-        try:
+        if cfg.fifo_fd < 0:
+            # `run`: no `start` to wait for; a failing hook is reported on the channel.
             if spec.hooks.start_container:
                 hooks.run(spec.hooks.start_container, cfg.state_json, "startContainer")
-        except BaseException as err:  # noqa: BLE001
-            os.write(fd, b"1" + str(err).encode(errors="replace")[:4000])
-            raise
-        os.write(fd, b"0")
-        os.close(fd)
+        else:
+            _await_start(cfg, hooks)
         ch.close()
         proc.execute(process, executable, pending)
     except BaseException as err:  # noqa: BLE001
         ch.fail(err)
         os._exit(1)
+
+
+def _await_start(cfg, hooks):
+    """Block until `start` opens the fifo, run the startContainer hooks, and answer it:
+    "0" the process is about to exec, or "1" and why not."""
+    # Opening the fifo for writing blocks until it is opened to read.
+    fd = os.open(f"/proc/self/fd/{cfg.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.close(cfg.fifo_fd)
+    try:
+        if cfg.spec.hooks.start_container:
+            hooks.run(cfg.spec.hooks.start_container, cfg.state_json, "startContainer")
+    except BaseException as err:  # noqa: BLE001
+        os.write(fd, b"1" + str(err).encode(errors="replace")[:4000])
+        raise
+    os.write(fd, b"0")
+    os.close(fd)
 
 
 def _open_terminal(cfg, rootfs):

@@ -19,13 +19,14 @@ ENTRIES = (
 FLAGS = _args.table(*ENTRIES)
 
 
-def create_from(g, opts, container_id, foreground=False):
+def create_from(g, opts, container_id, foreground=False, start_now=False):
     from berth.runtime.create import create
 
     return create(g.root, container_id, opts["bundle"], pid_file=opts["pid-file"] or None,
                   console_socket=opts["console-socket"] or None, no_pivot=opts["no-pivot"],
                   no_new_keyring=opts["no-new-keyring"], preserve_fds=opts["preserve-fds"],
-                  systemd_cgroup=g.systemd_cgroup, foreground=foreground)
+                  systemd_cgroup=g.systemd_cgroup, foreground=foreground,
+                  start_now=start_now)
 
 
 def main(g, verb, argv):

@@ -48,18 +48,18 @@ def main(g, verb, argv):
     opts, args = _args.parse(argv, FLAGS)
     container_id = need_id(verb, args)[0]
     detach = opts["detach"]
-    created = create_verb.create_from(g, opts, container_id, foreground=not detach)
-    from berth.runtime.verbs.delete import delete, remove
-    from berth.runtime.verbs.start import release
+    created = create_verb.create_from(g, opts, container_id, foreground=not detach,
+                                      start_now=True)
+    from berth.runtime.verbs.delete import remove
 
     log = lambda m: g.log_line("warning", m)  # noqa: E731
     container = created.container
     hooks = created.spec.hooks
-    try:
-        release(container, hooks.poststart, log)
-    except BaseException:
-        delete(g.root, container_id, force=True)
-        raise
+    if hooks.poststart:
+        from berth.runtime import hooks as run_hooks
+        from berth.spec import jsonio
+        run_hooks.run_reporting(hooks.poststart, jsonio.dumps(container.oci_state()).encode(),
+                                "poststart", log)
     if detach:
         return 0
     forward_signals(created.pid)
