@@ -34,7 +34,8 @@ def test_bundle_holds_every_runtime_module(tmp_path):
 
     path = tmp_path / "bundle"
     install.write_bundle(os.path.abspath(SRC), str(path))
-    table = marshal.loads(path.read_bytes())
+    blob = path.read_bytes()
+    table = marshal.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])
     for name in ("berth", "berth.errors", "berth.runtime.main", "berth.runtime.verbs.run",
                  "berth.spec.runtime", "berth.sys.linux", "berth.cgroups.v1"):
         assert name in table

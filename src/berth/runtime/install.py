@@ -41,7 +41,10 @@ def _bundled(path):
 
     try:
         with open(path, "rb") as f:
-            table = marshal.loads(f.read())
+            blob = f.read()
+        size = int.from_bytes(blob[:8], "little")
+        table = marshal.loads(memoryview(blob)[8:8 + size])
+        code = memoryview(blob)[8 + size:]
     except (OSError, ValueError, EOFError, TypeError):
         return
 
@@ -52,7 +55,8 @@ def _bundled(path):
 
         @staticmethod
         def exec_module(module):
-            exec(marshal.loads(table[module.__spec__.name][3]), module.__dict__)
+            _, _, _, (start, end), _ = table[module.__spec__.name]
+            exec(marshal.loads(code[start:end]), module.__dict__)
 
     class Finder:
         @staticmethod
@@ -113,7 +117,12 @@ def install(prefix="/usr/local", python="/usr/bin/python3"):
 
 
 def write_bundle(src, path):
-    """{module: (source path, mtime_ns, size, marshalled code, is package)} for BUNDLED."""
+    """One file with the compiled modules of BUNDLED, for the launcher.
+
+    Layout: the table's length (8 bytes, little-endian), the table (marshal: {module:
+    (source path, mtime_ns, size, (start, end) of its code in the blob, is package)}), then
+    the blob of marshalled code objects, so a call unmarshals only the modules it imports.
+    """
     import marshal
 
     table = {}
@@ -134,9 +143,15 @@ def write_bundle(src, path):
                     _add(table, f"{rel}.{name[:-3]}", os.path.join(folder, name), False)
             if folder == base and package == "berth":
                 dirs[:] = []  # the top package alone; its subpackages are listed themselves
+    blob = bytearray()
+    index = {}
+    for name, (origin, mtime, size, code, is_package) in table.items():
+        index[name] = (origin, mtime, size, (len(blob), len(blob) + len(code)), is_package)
+        blob += code
+    head = marshal.dumps(index)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(marshal.dumps(table))
+        f.write(len(head).to_bytes(8, "little") + head + bytes(blob))
     os.rename(tmp, path)
 
 
