@@ -346,3 +346,17 @@ def test_import_is_light():
     heavy = {"re", "enum", "json", "signal", "socket", "dataclasses", "typing", "argparse",
              "subprocess", "logging", "pathlib", "inspect", "collections"}
     assert heavy.isdisjoint(out)
+
+
+def test_program_round_trips_as_text():
+    from berth.runtime.filter import Program
+    from berth.runtime.seccomp import compile_program
+    from berth.spec.runtime import Seccomp
+
+    seccomp = Seccomp.from_json({
+        "defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]})
+    program = compile_program(seccomp)
+    assert program.flags == 2 and len(program.bpf) % 8 == 0 and program.bpf
+    again = Program.from_text(program.to_text())
+    assert (again.bpf, again.flags) == (program.bpf, program.flags)

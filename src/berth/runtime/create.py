@@ -68,10 +68,6 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
     pid = 0
     fds = []
     try:
-        seccomp_filter = None
-        if spec.linux.seccomp is not None:
-            from berth.runtime.seccomp import compile_filter
-            seccomp_filter = compile_filter(spec.linux.seccomp)
         fifo_fd = -1 if start_now else _make_fifo(container, spec)
         if fifo_fd >= 0:
             fds.append(fifo_fd)
@@ -91,7 +87,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         cfg = init.InitConfig(spec, bundle, rootfs, container.dir, child, fifo_fd,
                               preserve_fds=preserve_fds, console_fd=console_fd,
                               no_pivot=no_pivot, no_new_keyring=no_new_keyring,
-                              seccomp_filter=seccomp_filter, state_json=b"",
+                              state_json=b"",
                               detach=not foreground)
         two_step = init.needs_intermediate(spec)
         if foreground and two_step:
@@ -114,6 +110,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             fds.remove(fd)  # closed: their numbers may be reused, e.g. by a received pty
         if not two_step:
             pid = first
+        seccomp = _SeccompJob(spec.linux.seccomp)  # compiles beside the init's work
         try:
             manager = _cgroup(spec, container_id, systemd_cgroup)
             container.state = {
@@ -158,10 +155,13 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         hook_state["status"] = "creating"
         state_json = jsonio.dumps(hook_state).encode()
         if spec.hooks.prestart or spec.hooks.create_runtime:
+            seccomp.result()  # no fork (for a hook) while the compiling thread runs
             from berth.runtime import hooks
             hooks.run(spec.hooks.prestart, state_json, "prestart")
             hooks.run(spec.hooks.create_runtime, state_json, "createRuntime")
         parent.send("hooks-done " + state_json.decode())
+        if spec.linux.seccomp is not None:
+            parent.send("seccomp " + seccomp.result().to_text())
         parent.expect("ready")
         if start_now:
             # The channel closes when the init execs; a message means it could not.
@@ -218,6 +218,41 @@ def _cgroup(spec, container_id, systemd):
     from berth.cgroups import manager_for
 
     return manager_for(spec.linux.cgroups_path, container_id, systemd=systemd)
+
+
+class _SeccompJob:
+    """Compile the config's seccomp filter on a thread while the runtime writes cgroups and
+    the init builds its rootfs: libseccomp releases the GIL, and Docker's profile takes it
+    several milliseconds. (The init is forked already; the runtime forks nothing while the
+    thread runs, and joins it before the hooks could.)"""
+
+    def __init__(self, seccomp):
+        self.program = self.error = None
+        self.done = None
+        if seccomp is None:
+            return
+        import _thread
+
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        _thread.start_new_thread(self._run, (seccomp,))
+
+    def _run(self, seccomp):
+        try:
+            from berth.runtime.seccomp import compile_program
+            self.program = compile_program(seccomp)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            self.error = err
+        finally:
+            self.done.release()
+
+    def result(self):
+        if self.done is not None:
+            self.done.acquire()
+            self.done.release()
+        if self.error is not None:
+            raise self.error
+        return self.program
 
 
 def _make_fifo(container, spec):

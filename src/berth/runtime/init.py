@@ -172,6 +172,8 @@ def container_init(cfg, in_userns):
 
         from berth.runtime import process as proc
         from berth.runtime.rootfs import Rootfs
+        if spec.linux.seccomp is not None:
+            import berth.runtime.filter  # noqa: F401
         hooks = None
         if spec.hooks.create_container or spec.hooks.start_container:
             from berth.runtime import hooks
@@ -238,7 +240,11 @@ def container_init(cfg, in_userns):
             fcntl.ioctl(0, C.TIOCSCTTY, 0)
             if slave > 2:
                 os.close(slave)
-        pending = proc.prepare(process, seccomp_filter=cfg.seccomp_filter)
+        seccomp = cfg.seccomp_filter
+        if lx.seccomp is not None:
+            from berth.runtime.filter import Program
+            seccomp = Program.from_text(ch.expect("seccomp", "runtime"))
+        pending = proc.prepare(process, seccomp_filter=seccomp)
         proc.enter_cwd(process.cwd)
         executable = proc.find_executable(process.args[0], process.env)
         ch.send("ready")

@@ -112,6 +112,21 @@ class Filter:
         self.release()
 
 
+def compile_program(seccomp):
+    """Compile ``seccomp`` (a spec Seccomp) into a Program: BPF bytes and kernel flags."""
+    from berth.runtime.filter import KERNEL_FLAGS, Program
+
+    flt = compile_filter(seccomp)
+    try:
+        bpf = flt.export_bpf()
+    finally:
+        flt.release()
+    flags = 0
+    for name in seccomp.flags:
+        flags |= KERNEL_FLAGS.get(name, 0)
+    return Program(bpf, flags)
+
+
 def compile_filter(seccomp):
     """Build a Filter from a ``berth.spec.runtime.Seccomp``; raises InvalidArgument or
     Unsupported naming the field at fault. The caller owns the result and releases it."""

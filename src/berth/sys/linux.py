@@ -35,11 +35,11 @@ def set_libc(lib):
 
 # x86_64 and aarch64 numbers of the calls glibc 2.36 does not wrap.
 if os.uname().machine == "aarch64":
-    _NR = {"pivot_root": 41, "openat2": 437, "close_range": 436, "keyctl": 219,
+    _NR = {"seccomp": 277, "pivot_root": 41, "openat2": 437, "close_range": 436, "keyctl": 219,
            "capget": 90, "capset": 91, "ioprio_set": 30, "pidfd_open": 434,
            "pidfd_send_signal": 424, "mount_setattr": 442, "setns": 268}
 else:
-    _NR = {"pivot_root": 155, "openat2": 437, "close_range": 436, "keyctl": 250,
+    _NR = {"seccomp": 317, "pivot_root": 155, "openat2": 437, "close_range": 436, "keyctl": 250,
            "capget": 125, "capset": 126, "ioprio_set": 251, "pidfd_open": 434,
            "pidfd_send_signal": 424, "mount_setattr": 442, "setns": 308}
 
@@ -186,3 +186,21 @@ def capset(effective, permitted, inheritable):
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _retry(lambda: LIBC.syscall(_NR["capset"], ctypes.byref(head), data), "capset")
+
+
+# ---------------------------------------------------------------- seccomp
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint), ("filter", ctypes.c_char_p)]
+
+
+SECCOMP_SET_MODE_FILTER = 1
+
+
+def seccomp_set_filter(program, flags=0):
+    """seccomp(SECCOMP_SET_MODE_FILTER): install a BPF program (struct sock_filter array)."""
+    if len(program) % 8:
+        raise OSError(22, "seccomp: a BPF program is a whole number of 8-byte instructions")
+    prog = _SockFprog(len(program) // 8, bytes(program))
+    _retry(lambda: LIBC.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, flags,
+                                ctypes.byref(prog)), "seccomp")
