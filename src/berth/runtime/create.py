@@ -150,16 +150,8 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         # is ready, and if the init fails this create removes everything anyway.
         container.state["status"] = "created"
         container.save()
-        parent.expect("hooks")
-        hook_state = container.oci_state()
-        hook_state["status"] = "creating"
-        state_json = jsonio.dumps(hook_state).encode()
-        if spec.hooks.prestart or spec.hooks.create_runtime:
-            seccomp.result()  # no fork (for a hook) while the compiling thread runs
-            from berth.runtime import hooks
-            hooks.run(spec.hooks.prestart, state_json, "prestart")
-            hooks.run(spec.hooks.create_runtime, state_json, "createRuntime")
-        parent.send("hooks-done " + state_json.decode())
+        if init.has_hooks(spec):
+            _hooks_round_trip(parent, container, spec, seccomp)
         if spec.linux.seccomp is not None:
             parent.send("seccomp " + seccomp.result().to_text())
         parent.expect("ready")
@@ -218,6 +210,21 @@ def _cgroup(spec, container_id, systemd):
     from berth.cgroups import manager_for
 
     return manager_for(spec.linux.cgroups_path, container_id, systemd=systemd)
+
+
+def _hooks_round_trip(parent, container, spec, seccomp):
+    """When the init asks: run the prestart and createRuntime hooks here, then hand it the
+    state its own hooks read."""
+    parent.expect("hooks")
+    hook_state = container.oci_state()
+    hook_state["status"] = "creating"
+    state_json = jsonio.dumps(hook_state).encode()
+    if spec.hooks.prestart or spec.hooks.create_runtime:
+        seccomp.result()  # no fork (for a hook) while the compiling thread runs
+        from berth.runtime import hooks
+        hooks.run(spec.hooks.prestart, state_json, "prestart")
+        hooks.run(spec.hooks.create_runtime, state_json, "createRuntime")
+    parent.send("hooks-done " + state_json.decode())
 
 
 class _SeccompJob:

@@ -133,6 +133,12 @@ def _enter_namespaces(cfg, skip):
     return lx.namespace("user") is not None
 
 
+def has_hooks(spec):
+    """Whether creating needs the hooks round trip between the init and the runtime."""
+    h = spec.hooks
+    return bool(h.prestart or h.create_runtime or h.create_container or h.start_container)
+
+
 def intermediate(cfg):
     """The first child when a user namespace is new: namespaces, then fork the init."""
     ch = cfg.channel
@@ -214,9 +220,10 @@ def container_init(cfg, in_userns):
         slave = -1
         if spec.process.terminal:
             slave = _open_terminal(cfg, rootfs if own_mount_ns else None)
-        ch.send("hooks")
-        # The runtime answers with the container's state, which the hooks run here read.
-        cfg.state_json = ch.expect("hooks-done", "runtime").encode()
+        if has_hooks(spec):
+            ch.send("hooks")
+            # The runtime answers with the container's state, which the hooks run here read.
+            cfg.state_json = ch.expect("hooks-done", "runtime").encode()
         if spec.hooks.create_container:
             hooks.run(spec.hooks.create_container, cfg.state_json, "createContainer")
         if own_mount_ns:
