@@ -11,8 +11,11 @@ so nothing in the container can open /proc/<pid>/exe or /proc/<pid>/mem of it (t
 CVE-2019-5736 class); berth's launcher also runs the interpreter from a read-only mount.
 """
 
+import fcntl
 import os
 
+from berth.runtime import process as proc
+from berth.runtime.rootfs import Rootfs
 from berth.sys import consts as C
 from berth.sys import linux
 
@@ -171,13 +174,9 @@ def container_init(cfg, in_userns):
     ch = cfg.channel
     spec = cfg.spec
     try:
-        # Everything the init will use is imported now: after pivot_root the host's
-        # Python library is out of reach.
-        import fcntl  # noqa: F401
-        import struct  # noqa: F401
-
-        from berth.runtime import process as proc
-        from berth.runtime.rootfs import Rootfs
+        # Everything the init will use is imported before pivot_root (most of it with this
+        # module, in the runtime before the fork): after it the host's Python library is out
+        # of reach.
         if spec.linux.seccomp is not None:
             import berth.runtime.filter  # noqa: F401
         hooks = None
@@ -291,7 +290,6 @@ def _open_terminal(cfg, rootfs):
     an image's /dev symlink could point at), and the slave comes from the master itself
     (TIOCGPTPEER), so no path is looked up twice.
     """
-    import fcntl
     import struct
 
     flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC

@@ -8,7 +8,6 @@ and the seccomp filter go last, so the runtime's own calls are never filtered.
 """
 
 import os
-import resource
 
 from berth.errors import InvalidArgument, NotFound, PermissionDenied
 from berth.spec import caps as _caps
@@ -37,13 +36,11 @@ def set_rlimits(rlimits):
         number = RLIMITS.get(r.type)
         if number is None:
             raise InvalidArgument(f"process.rlimits: unknown rlimit {r.type}")
-        soft = resource.RLIM_INFINITY if r.soft >= _INFINITY else r.soft
-        hard = resource.RLIM_INFINITY if r.hard >= _INFINITY else r.hard
         try:
-            resource.setrlimit(number, (soft, hard))
-        except (ValueError, OSError) as err:
+            linux.setrlimit(number, min(r.soft, _INFINITY), min(r.hard, _INFINITY))
+        except OSError as err:
             raise InvalidArgument(f"process.rlimits: cannot set {r.type} to {r.soft}/{r.hard}: "
-                                  f"{err}") from None
+                                  f"{err.strerror}") from None
 
 
 def set_identity(process):

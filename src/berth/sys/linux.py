@@ -204,3 +204,19 @@ def seccomp_set_filter(program, flags=0):
     prog = _SockFprog(len(program) // 8, bytes(program))
     _retry(lambda: LIBC.syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, flags,
                                 ctypes.byref(prog)), "seccomp")
+
+
+# ---------------------------------------------------------------- resource limits
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
+
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def setrlimit(resource, soft, hard):
+    """prlimit(2) on this process; RLIM_INFINITY for no limit."""
+    new = _Rlimit(soft, hard)
+    _retry(lambda: LIBC.prlimit(0, resource, ctypes.byref(new), None),
+           f"setrlimit {resource}")
