@@ -123,3 +123,25 @@ def test_version_and_help(oci):
     assert out.stdout.startswith("berth-oci version") and "spec: 1.2.0" in out.stdout
     bad = subprocess.run([*oci.prefix, "--no-such-flag"], capture_output=True, text=True)
     assert bad.returncode == 1 and "flag provided but not defined" in bad.stderr
+
+
+def test_io_priority_scheduler_affinity_and_time_namespace(oci, make_bundle, container_id):
+    def mutate(config):
+        process = config["process"]
+        process["ioPriority"] = {"class": "IOPRIO_CLASS_IDLE", "priority": 0}
+        process["scheduler"] = {"policy": "SCHED_BATCH", "nice": 5}
+        process["execCPUAffinity"] = {"final": "0"}
+        config["linux"]["namespaces"].append({"type": "time"})
+        config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0}}
+    bundle = make_bundle(args=sh("grep -E 'Cpus_allowed_list' /proc/self/status; "
+                                 "cut -d' ' -f19,41 /proc/self/stat; cut -d. -f1 /proc/uptime"),
+                         mutate=mutate)
+    out = oci("run", "--bundle", bundle, container_id).stdout.split("\n")
+    assert out[0].split() == ["Cpus_allowed_list:", "0"]
+    nice, policy = out[1].split()
+    assert (nice, policy) == ("5", "3")  # SCHED_BATCH
+    assert int(out[2]) > 86400 * 365  # the boot clock moved forward a year
+    bad = make_bundle(args=["true"], mutate=lambda c: c["process"].update(
+        scheduler={"policy": "SCHED_DEADLINE"}))
+    res = oci("run", "--bundle", bad, container_id + "x", check=False)
+    assert res.returncode == 1 and "process.scheduler.policy" in res.stderr

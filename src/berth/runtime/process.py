@@ -43,6 +43,62 @@ def set_rlimits(rlimits):
                                   f"{err.strerror}") from None
 
 
+_IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+_SCHED_POLICIES = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
+                   "SCHED_IDLE": 5}
+
+
+def set_scheduling(process):
+    """process.ioPriority, process.scheduler and process.execCPUAffinity."""
+    io = process.io_priority
+    if io:
+        klass = _IOPRIO_CLASSES.get(io.get("class"))
+        level = io.get("priority", 0)
+        if klass is None:
+            raise InvalidArgument(f"process.ioPriority.class: unknown class {io.get('class')}")
+        if not isinstance(level, int) or not 0 <= level <= 7:
+            raise InvalidArgument("process.ioPriority.priority: must be 0 to 7")
+        linux.ioprio_set(1, 0, (klass << 13) | level)  # IOPRIO_WHO_PROCESS, this process
+    sched = process.scheduler
+    if sched:
+        name = sched.get("policy", "")
+        policy = _SCHED_POLICIES.get(name)
+        if policy is None:
+            raise InvalidArgument(f"process.scheduler.policy: {name or 'missing'} is not "
+                                  f"supported (SCHED_OTHER, SCHED_FIFO, SCHED_RR, "
+                                  f"SCHED_BATCH, SCHED_IDLE)")
+        try:
+            if "nice" in sched:
+                os.setpriority(os.PRIO_PROCESS, 0, int(sched["nice"]))
+            os.sched_setscheduler(0, policy, os.sched_param(int(sched.get("priority", 0))))
+        except OSError as err:
+            raise InvalidArgument(f"process.scheduler: cannot set {name}: "
+                                  f"{err.strerror}") from None
+    affinity = process.exec_cpu_affinity
+    if affinity:
+        cpus = affinity.get("final") or affinity.get("initial")
+        if cpus:
+            try:
+                os.sched_setaffinity(0, parse_cpus(cpus))
+            except (OSError, ValueError) as err:
+                raise InvalidArgument(f"process.execCPUAffinity: {cpus!r}: {err}") from None
+
+
+def parse_cpus(text):
+    """The set of CPUs a list like "0-3,5" names."""
+    out = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        lo, hi = int(first), int(last or first)
+        if lo > hi:
+            raise ValueError(f"bad range {part}")
+        out.update(range(lo, hi + 1))
+    return out
+
+
 def set_identity(process):
     """Drop to the configured user and capability sets."""
     user = process.user
@@ -144,6 +200,7 @@ def prepare(process, *, seccomp_filter=None):
     """
     set_oom_score_adj(process.oom_score_adj)
     set_rlimits(process.rlimits)
+    set_scheduling(process)
     if process.apparmor_profile:
         with open("/proc/self/attr/apparmor/exec", "w") as f:
             f.write(f"exec {process.apparmor_profile}")
