@@ -7,7 +7,8 @@ set -euo pipefail
 # python3-pytest and python3-jsonschema give the venv (--system-site-packages) its test
 # dependencies without a download.
 required=(busybox-static runc libseccomp2 libseccomp-dev python3-venv python3-pip python3-pytest
-          python3-jsonschema iproute2 nftables)
+          python3-jsonschema iproute2 nftables docker-registry skopeo python3-zstandard zstd
+          apache2-utils openssl)
 optional=(podman docker.io)
 
 installed() {
