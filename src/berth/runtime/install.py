@@ -8,6 +8,8 @@ answers EROFS. That is the CVE-2019-5736 class, defended without copying the int
 into memory on every call. The copy also keeps host upgrades of python3 from replacing the
 file under a running runtime.
 
+It also writes the `berth` command's launcher, on the interpreter that runs the installer.
+
 Usage: python -m berth.runtime.install [--prefix /usr/local] [--python /usr/bin/python3]
 """
 
@@ -87,6 +89,27 @@ entry()
 """
 
 
+CLI_LAUNCHER = """#!{python}
+# berth launcher, written by `python -m berth.runtime.install`.
+import sys
+sys.path.insert(0, {src!r})
+from berth.cli.main import entry
+entry()
+"""
+
+
+def install_cli(prefix, src, python=None):
+    """The `berth` command, on the interpreter that runs the installer (the project's venv,
+    which holds the optional fast codecs)."""
+    path = os.path.join(prefix, "bin", "berth")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(CLI_LAUNCHER.format(python=python or sys.executable, src=src))
+    os.chmod(tmp, 0o755)
+    os.rename(tmp, path)
+    return path
+
+
 def install(prefix="/usr/local", python="/usr/bin/python3"):
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     libdir = os.path.join(prefix, "lib", "berth")
@@ -110,6 +133,7 @@ def install(prefix="/usr/local", python="/usr/bin/python3"):
         f.write(LAUNCHER.format(interpreter=interpreter, src=src, bundle=bundle))
     os.chmod(tmp, 0o755)
     os.rename(tmp, launcher)
+    install_cli(prefix, src)
     # Compile everything else too, so no call pays for it (or writes beside the code).
     import compileall
     compileall.compile_dir(os.path.join(src, "berth"), quiet=1)
