@@ -1,1 +1,5 @@
-"""berth.metadata"""
+"""berth.metadata: the SQLite database of images, leases and other modules' tables (db.py)."""
+
+from berth.metadata.db import Metadata
+
+__all__ = ["Metadata"]
