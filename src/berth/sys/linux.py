@@ -80,6 +80,40 @@ def pivot_root(new_root, put_old):
            f"pivot_root {new_root}", new_root)
 
 
+# The new mount API (Linux 5.2+); the same numbers on every architecture.
+_NR_MOVE_MOUNT, _NR_FSOPEN, _NR_FSCONFIG, _NR_FSMOUNT = 429, 430, 431, 432
+_FSCONFIG_SET_FLAG, _FSCONFIG_SET_STRING, _FSCONFIG_CMD_CREATE = 0, 1, 6
+
+
+def mount_fs(fstype, source, target, options, readonly=False):
+    """Mount through fsopen/fsconfig/fsmount/move_mount, one fsconfig per option.
+
+    ``options`` are "key=value" or "flag" strings; unlike mount(2)'s single page of data
+    they have no overall size limit (overlayfs' "lowerdir+=" needs this path).
+    """
+    what = f"mount {fstype} on {target}"
+    fs = _retry(lambda: LIBC.syscall(_NR_FSOPEN, _b(fstype), 1), f"{what}: fsopen", target)
+    try:
+        pairs = [opt.partition("=") for opt in options]
+        if source:
+            pairs.append(("source", "=", source))
+        for key, eq, value in pairs:
+            cmd, val = (_FSCONFIG_SET_STRING, _b(value)) if eq else (_FSCONFIG_SET_FLAG, None)
+            _retry(lambda: LIBC.syscall(_NR_FSCONFIG, fs, cmd, _b(key), val, 0),
+                   f"{what}: option {key}", target)
+        _retry(lambda: LIBC.syscall(_NR_FSCONFIG, fs, _FSCONFIG_CMD_CREATE, None, None, 0),
+               f"{what}: create", target)
+        mnt = _retry(lambda: LIBC.syscall(_NR_FSMOUNT, fs, 1, 1 if readonly else 0),
+                     f"{what}: fsmount", target)
+    finally:
+        os.close(fs)
+    try:
+        _retry(lambda: LIBC.syscall(_NR_MOVE_MOUNT, mnt, b"", -100, _b(target), 4),
+               f"{what}: move_mount", target)
+    finally:
+        os.close(mnt)
+
+
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
                 ("resolve", ctypes.c_uint64)]
