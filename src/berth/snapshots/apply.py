@@ -99,7 +99,12 @@ class _Unpacker:
                 except OSError as err:
                     if err.errno != errno.ENOENT:
                         raise
-                    os.mkdir(part, 0o755, dir_fd=fd)
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        # A dangling symlink: its target is not in the destination.
+                        raise OSError(errno.ENOTDIR, f"parent {done} is a symlink that leads "
+                                      "nowhere inside the layer") from None
                     nxt = linux.openat2(fd, part, _DIR_FLAGS | os.O_NOFOLLOW)
                 os.close(fd)
                 fd = nxt
@@ -217,7 +222,11 @@ class _Unpacker:
         self.metadata(fd, name, m, path)
 
     def hardlink(self, m, fd, name):
-        target = normalize(m.linkname)
+        try:
+            target = normalize(m.linkname)
+        except InvalidArgument:
+            raise InvalidArgument(f"layer: entry {m.name}: hard link target {m.linkname} "
+                                  "escapes the root") from None
         if not target:
             raise InvalidArgument(f"layer: entry {m.name}: hard link to the root")
         tfd = self.open_dir(target.rpartition("/")[0])
