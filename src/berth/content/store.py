@@ -213,6 +213,7 @@ class ContentStore:
         w = Writer(self, key, expected, size)
         if expected and self.has(expected):
             w._done(expected, self.size(expected))
+            self._drop_leftover(key, expected)
             return w
         w._open(wait)
         return w
@@ -260,6 +261,15 @@ class ContentStore:
             _remove_tree(d)
         finally:
             os.close(dirfd)
+
+    def _drop_leftover(self, key, expected):
+        """Remove what a writer killed in the middle of commit() left of ingest ``key``."""
+        d = os.path.join(self._ingest, key)
+        if os.path.isdir(d) and _read_expected(d)[0] == expected:
+            try:
+                self.abort(key)
+            except (NotFound, Conflict):
+                pass
 
     def _temps(self):
         """(path, mtime) of put()'s temporary files: a live put's, or a dead one's leftovers."""
@@ -370,8 +380,12 @@ class Writer:
         if not os.path.exists(os.path.join(self._dir, "ref")):
             with open(os.path.join(self._dir, "ref"), "w", encoding="utf-8") as f:
                 f.write(self.key + "\n")
-        self._fd = os.open(os.path.join(self._dir, "data"),
-                           os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        data = os.path.join(self._dir, "data")
+        try:
+            os.chmod(data, 0o600)  # a writer killed in commit() may have made it 0444
+        except FileNotFoundError:
+            pass
+        self._fd = os.open(data, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._alg = parse_digest(self.expected)[0] if self.expected else "sha256"
         self._hash = hasher(self._alg)
         if restart:
