@@ -46,16 +46,16 @@ def pull(svc, ref_text, platform=None, progress=None, client=None):
     try:
         progress.message(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
         data, media_type, digest = client.get_manifest(ref.path, ref.digest or ref.tag)
+        svc.meta.lease_add(lease, digest)  # leased before written: GC may run meanwhile
         svc.content.put(data, digest)
-        svc.meta.lease_add(lease, digest)
         target = {"mediaType": media_type, "digest": digest, "size": len(data)}
         parsed = mf.parse_manifest(data, media_type)
         if isinstance(parsed, mf.Index):
             wanted = mf.parse_platform(platform) if platform else mf.host_platform()
             desc = mf.select(parsed, wanted)
             data, media_type, mdigest = client.get_manifest(ref.path, desc["digest"])
-            svc.content.put(data, mdigest)
             svc.meta.lease_add(lease, mdigest)
+            svc.content.put(data, mdigest)
             parsed = mf.parse_manifest(data, media_type)
         config_raw = _fetch_small(svc, client, ref.path, parsed.config, lease)
         import json
@@ -79,6 +79,7 @@ def pull(svc, ref_text, platform=None, progress=None, client=None):
 
 
 def _fetch_small(svc, client, repo, desc, lease):
+    svc.meta.lease_add(lease, desc["digest"])
     if not svc.content.has(desc["digest"]):
         w = svc.content.writer(f"pull-{desc['digest'].replace(':', '-')}", desc["digest"],
                                desc.get("size"), wait=True)
@@ -87,7 +88,6 @@ def _fetch_small(svc, client, repo, desc, lease):
                 client.fetch_blob(repo, desc, w)
         finally:
             w.close()
-    svc.meta.lease_add(lease, desc["digest"])
     return svc.content.read(desc["digest"])
 
 
