@@ -335,3 +335,10 @@ def _unpack_in_place(svc, snap, chains, i, desc, diff_id, progress):
             pass
         raise
     progress.update(ident, "Pull complete")
+
+
+def unpack_layers(svc, layers, diff_ids, lease, progress=None):
+    """Unpack layers whose blobs are all in the content store already (load, import)."""
+    from berth.cli.progress import Quiet
+
+    return _unpack_all(svc, None, None, layers, diff_ids, lease, progress or Quiet())
