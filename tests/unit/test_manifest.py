@@ -8,6 +8,7 @@ import pytest
 from berth.errors import InvalidArgument, NotFound, Unsupported
 from berth.images import manifest as mf
 from berth.images.reference import parse
+from tests.unit.test_spec_image import image_schema_errors, needs_schemas
 
 D = "sha256:" + "a" * 64
 
@@ -424,3 +425,10 @@ def test_matches(want, have, ok):
 def test_select_rejects_a_bad_platform():
     with pytest.raises(InvalidArgument, match="platform: must be a string or an object"):
         mf.select(BUSYBOX, 42)
+
+
+@needs_schemas
+def test_generated_documents_match_the_schemas():
+    assert image_schema_errors("image-manifest-schema.json", oci_manifest()) == []
+    assert image_schema_errors("image-manifest-schema.json", docker_manifest()) == []
+    assert image_schema_errors("image-index-schema.json", BUSYBOX) == []
