@@ -226,3 +226,23 @@ def test_compression_of():
     assert compression.compression_of("application/vnd.oci.image.layer.v1.tar") == "none"
     assert compression.compression_of(None) is None
     assert compression.detect(b"\x28\xb5\x2f\xfd...") == "zstd"
+
+
+@pytest.mark.parametrize("media", [None, "application/vnd.oci.image.layer.v1.tar+zstd"])
+def test_callers_stream_left_open(tmp_path, media):
+    raw = make_tar(entry("a", data=b"a"))
+    if media:
+        raw = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True,
+                             check=True).stdout
+    stream = io.BytesIO(raw)
+    apply_layer(str(tmp_path), stream, media)
+    assert not stream.closed
+
+
+def test_bad_entry_inside_zstd_stops_the_decompressor(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTH_ZSTD_CLI", "1")
+    raw = make_tar(entry("../x", data=b"x"), entry("big", data=os.urandom(3 << 20)))
+    blob = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True,
+                          check=True).stdout
+    with pytest.raises(InvalidArgument, match="escapes"):
+        apply(tmp_path, blob, "application/vnd.oci.image.layer.v1.tar+zstd")

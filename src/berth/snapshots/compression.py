@@ -45,8 +45,9 @@ def detect(head):
 class DigestReader:
     """A read-only stream that hashes (sha256 by default) and counts every byte read."""
 
-    def __init__(self, raw, alg="sha256"):
+    def __init__(self, raw, alg="sha256", *, owns=True):
         self._raw = raw
+        self._owns = owns  # close() closes ``raw`` too
         self._hash = hashlib.new(alg)
         self._alg = alg
         self.size = 0
@@ -68,7 +69,7 @@ class DigestReader:
         return f"{self._alg}:{self._hash.hexdigest()}"
 
     def close(self):
-        close = getattr(self._raw, "close", None)
+        close = getattr(self._raw, "close", None) if self._owns else None
         if close is not None:
             close()
 
@@ -249,7 +250,7 @@ def open_layer(stream, media_type=None):
     and read ``.digest`` / ``.size`` of each. The compression comes from the media type when
     it names one, else from the magic bytes.
     """
-    compressed = DigestReader(stream)
+    compressed = DigestReader(stream, owns=False)  # the caller's to close
     kind = compression_of(media_type)
     source = compressed
     if kind is None:
