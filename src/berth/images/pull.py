@@ -49,7 +49,7 @@ def pull(svc, ref_text, platform=None, progress=None, client=None):
         svc.meta.lease_add(lease, digest)  # leased before written: GC may run meanwhile
         svc.content.put(data, digest)
         target = {"mediaType": media_type, "digest": digest, "size": len(data)}
-        parsed = mf.parse_manifest(data, media_type)
+        parsed = mf.parse_manifest(data, media_type, ref=ref.familiar_string())
         if isinstance(parsed, mf.Index):
             wanted = mf.parse_platform(platform) if platform else mf.host_platform()
             desc = mf.select(parsed, wanted)
