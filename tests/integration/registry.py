@@ -253,7 +253,8 @@ class Proxy:
     """TCP proxy 127.0.0.1:<port> -> a registry, spoiling blob downloads on request.
 
     A connection whose first request is ``GET .../blobs/...`` is cut after ``cut_after``
-    body bytes of the answer (for the first ``cuts`` such connections), or, with
+    body bytes of the answer (for the first ``cuts`` such connections; a list gives the
+    cut of each download in turn), or, with
     ``corrupt``, gets one body byte flipped. ``heads`` keeps every request head seen.
     """
 
@@ -307,11 +308,16 @@ class Proxy:
             with self._lock:
                 blob = head.startswith(b"GET ") and b"/blobs/" in head.split(b"\r\n", 1)[0]
                 spoil = blob
+                cut = None
                 if spoil and not self.corrupt:
-                    spoil = self.cut_after is not None and self.cuts > 0
-                    self.cuts -= 1 if spoil else 0
+                    if isinstance(self.cut_after, list):
+                        cut = self.cut_after.pop(0) if self.cut_after else None
+                    elif self.cut_after is not None and self.cuts > 0:
+                        cut = self.cut_after
+                        self.cuts -= 1
+                    spoil = cut is not None
             self._spawn(self._pump, client, up, first)
-            self._answer(up, client, spoil, blob)
+            self._answer(up, client, spoil, blob, cut)
         except OSError:
             pass
         finally:
@@ -353,7 +359,7 @@ class Proxy:
         except OSError:
             pass
 
-    def _answer(self, up, client, spoil, blob):
+    def _answer(self, up, client, spoil, blob, cut):
         head = b""
         if blob and not spoil:  # a blob download passed on untouched: note its status
             data = up.recv(65536)
@@ -378,8 +384,8 @@ class Proxy:
             if spoil and self.corrupt and data and body_seen <= 100 < body_seen + len(data):
                 i = 100 - body_seen
                 data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
-            if spoil and not self.corrupt and body_seen + len(data) >= self.cut_after:
-                client.sendall(data[:self.cut_after - body_seen])
+            if spoil and not self.corrupt and body_seen + len(data) >= cut:
+                client.sendall(data[:cut - body_seen])
                 return  # the caller closes both ends: the download is cut
             if spoil:
                 body_seen += len(data)

@@ -217,18 +217,46 @@ def test_content_store_writer(registry, tmp_path):
 
 # -- resume and wrong bytes ---------------------------------------------------------------
 
-def test_fetch_resumes_with_range_after_cut(registry):
+class Writers:
+    """Writers for one blob: a FakeWriter, or the content store's when it is there."""
+
+    def __init__(self, kind, tmp_path):
+        self.kind = kind
+        self.store = None
+        if kind == "store":
+            self.store = pytest.importorskip("berth.content.store").ContentStore(str(tmp_path))
+
+    def new(self, d):
+        if self.store is None:
+            return FakeWriter()
+        return self.store.writer(f"pull-{d['digest']}", d["digest"], d["size"])
+
+    def content(self, w, d):
+        return bytes(w.data) if self.store is None else self.store.read(d["digest"])
+
+    def nothing_kept(self, w, d):
+        if self.store is None:
+            return not w.committed and w.aborted and not w.data
+        return not self.store.has(d["digest"]) and not self.store.ingests()
+
+
+@pytest.fixture(params=["fake", "store"])
+def writers(request, tmp_path):
+    return Writers(request.param, tmp_path)
+
+
+def test_fetch_resumes_with_range_after_cut(registry, writers):
     client = Client(registry.domain, credentials=False)
     img, repo = Image(sizes=(1_000_000,)), repo_name()
     img.push(client, repo)
     proxy = Proxy(registry.port, cut_after=150_000, cuts=2)
     try:
         pc = Client(proxy.domain, credentials=False, **FAST)
-        w = FakeWriter()
-        seen = []
         d = img.layer_descs[0]
-        assert pc.fetch_blob(repo, d, w, progress=lambda n, t: seen.append(n)) == d["digest"]
-        assert bytes(w.data) == img.layers[0]
+        seen = []
+        with writers.new(d) as w:
+            assert pc.fetch_blob(repo, d, w, progress=lambda n, t: seen.append(n)) == d["digest"]
+        assert writers.content(w, d) == img.layers[0]
         gets = [h for h in proxy.heads if h.startswith("GET ")]
         ranges = [line for h in gets for line in h.split("\r\n")
                   if line.lower().startswith("range:")]
@@ -239,18 +267,46 @@ def test_fetch_resumes_with_range_after_cut(registry):
         proxy.close()
 
 
-def test_wrong_bytes_raise_digest_mismatch_and_commit_nothing(registry):
+def test_fetch_resumes_a_closed_ingest(registry, tmp_path):
+    """A download that gave up keeps its bytes; the next fetch starts where it stopped."""
+    writers = Writers("store", tmp_path)
+    client = Client(registry.domain, credentials=False)
+    img, repo = Image(sizes=(500_000,)), repo_name()
+    img.push(client, repo)
+    d = img.layer_descs[0]
+    # The first download is cut after 200 000 bytes, the second before any: with one try
+    # and no progress the fetch gives up, and the writer keeps what it has.
+    proxy = Proxy(registry.port, cut_after=[200_000, 0])
+    try:
+        pc = Client(proxy.domain, credentials=False, tries=1, **FAST)
+        with writers.new(d) as w, pytest.raises(SystemFailure, match=r"^fetch blob "):
+            pc.fetch_blob(repo, d, w)
+        assert writers.store.ingests()
+    finally:
+        proxy.close()
+    proxy = Proxy(registry.port)
+    try:
+        with writers.new(d) as w:
+            assert w.offset == 200_000
+            Client(proxy.domain, credentials=False).fetch_blob(repo, d, w)
+        assert "Range: bytes=200000-" in proxy.heads[-1].split("\r\n")
+    finally:
+        proxy.close()
+    assert writers.content(w, d) == img.layers[0]
+
+
+def test_wrong_bytes_raise_digest_mismatch_and_commit_nothing(registry, writers):
     client = Client(registry.domain, credentials=False)
     img, repo = Image(sizes=(50_000,)), repo_name()
     img.push(client, repo)
     proxy = Proxy(registry.port, corrupt=True)
     try:
         pc = Client(proxy.domain, credentials=False, **FAST)
-        w = FakeWriter()
         d = img.layer_descs[0]
-        with pytest.raises(DigestMismatch, match=f"expected {d['digest']}, got sha256:"):
+        with writers.new(d) as w, pytest.raises(
+                DigestMismatch, match=f"expected {d['digest']}, got sha256:"):
             pc.fetch_blob(repo, d, w)
-        assert not w.committed and w.aborted
+        assert writers.nothing_kept(w, d)
     finally:
         proxy.close()
 
