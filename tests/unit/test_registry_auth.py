@@ -189,6 +189,15 @@ def test_default_paths(monkeypatch, tmp_path):
     assert credentials.docker_path() == str(tmp_path / "dock" / "config.json")
 
 
+def test_module_lookup_uses_default_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "dock"))
+    assert credentials.lookup("reg:5000") is None
+    credentials.Store().save("reg:5000", "u", "p")
+    assert credentials.lookup("reg:5000") == ("u", "p")
+    assert Client("reg:5000").auth.creds == ("u", "p")
+
+
 def test_client_reads_credentials_store(tmp_path):
     store = credentials.Store(str(tmp_path / "a.json"), docker_config="")
     store.save("127.0.0.1:5000", "u", "p")

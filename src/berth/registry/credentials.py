@@ -162,6 +162,11 @@ class Store:
             raise from_oserror(err, f"write {self.path}") from None
 
 
+def lookup(domain, *, store=None):
+    """(user, password) stored for ``domain`` (berth's file, then Docker's), or None."""
+    return (store if store is not None else Store()).lookup(domain)
+
+
 def login(domain, user, password, *, store=None, insecure=None, timeout=30):
     """Check ``user``/``password`` against ``domain`` (a ping with auth), then store them."""
     from berth.registry.client import Client
