@@ -150,7 +150,8 @@ def collect(store, metadata, snapshotter=None, keep_snapshots=()):
                 pass
     result = {"blobs": deleted, "bytes": freed}
     if snapshotter is not None:
-        result["snapshots"] = snapshotter.prune(chain_ids(store, metadata) | set(keep_snapshots))
+        removed = snapshotter.prune(chain_ids(store, metadata) | set(keep_snapshots))
+        result["snapshots"] = removed if isinstance(removed, int) else len(removed or ())
     return result
 
 

@@ -33,6 +33,9 @@ def _esc(path):
 class OverlaySnapshotter(Snapshotter):
     driver = "overlay"
     table = "snapshots"
+    # An overlay upper directory does not depend on the layers below it, so a pull may
+    # unpack layers side by side and commit them in chain order afterwards.
+    independent_layers = True
 
     def _make_dirs(self, path, parent_row, kind):
         os.mkdir(os.path.join(path, "fs"), 0o755)
