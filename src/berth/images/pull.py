@@ -19,7 +19,7 @@ from berth.content.digest import DigestMismatch
 from berth.errors import NotFound
 from berth.images import manifest as mf
 from berth.images import reference
-from berth.images.service import Image, chain_ids, now_rfc3339
+from berth.images.service import PULLED, Image, chain_ids, now_rfc3339
 
 _WORKERS = 4
 
@@ -69,7 +69,8 @@ def pull(svc, ref_text, platform=None, progress=None, client=None):
         with svc.meta.transaction():
             for name in names:
                 old = svc.meta.get_image(name)
-                svc.meta.put_image(name, target, created=now_rfc3339())
+                svc.meta.put_image(name, dict(target, annotations={PULLED: "true"}),
+                                   created=now_rfc3339())
         image = PulledImage(names, target, parsed, parsed.config, config_raw)
         if existed and old is not None and old["target"]["digest"] == target["digest"]:
             image.status = "Image is up to date"

@@ -18,6 +18,11 @@ from berth.images import reference
 from berth.metadata.db import Metadata
 
 
+# An annotation on an image record's target: the name was pulled from (or pushed to) its
+# registry, so the target's digest is a repo digest there (what `inspect` lists).
+PULLED = "io.berth.repo-digest"
+
+
 def chain_ids(diff_ids):
     """OCI ChainIDs: chain[0] = diff[0], chain[n] = sha256(chain[n-1] + " " + diff[n])."""
     out = []
@@ -145,7 +150,8 @@ class ImageService:
         ref = reference.parse(target)
         if ref.digest:
             raise InvalidArgument("refusing to create a tag with a digest reference")
-        self.meta.put_image(str(ref), image.target, created=image.created or now_rfc3339())
+        target = {k: v for k, v in image.target.items() if k != "annotations"}
+        self.meta.put_image(str(ref), target, created=now_rfc3339())
         return ref
 
     def remove(self, name_or_id, force=False, prune=True, in_use=None):
@@ -181,6 +187,67 @@ class ImageService:
                 self.collect()
         return out
 
+    def check(self):
+        """Problems found re-verifying every blob and every link between records."""
+        from berth.content import gc
+        problems = list(gc.check(self.content, self.meta))
+        try:
+            snap = self.snapshotter()
+        except Exception:  # noqa: BLE001
+            snap = None
+        if snap is not None:
+            for rec in self.records():
+                try:
+                    image = self.get(rec["name"])
+                except Exception as err:  # noqa: BLE001 - reported, not raised
+                    problems.append(f"image {rec['name']}: {err}")
+                    continue
+                for chain in chain_ids(image.diff_ids):
+                    try:
+                        snap.stat(chain)
+                    except NotFound:
+                        problems.append(f"image {rec['name']}: layer snapshot {chain} is "
+                                        f"missing (pull the image again)")
+                        break
+        return sorted(set(problems))
+
+    def prune(self, all_images=False, in_use=None):
+        """`image prune`: dangling images (no tag), or with ``all_images`` every image no
+        container uses; then the blobs and snapshots nothing references any more."""
+        lines = []
+        by_target = {}
+        for rec in self.records():
+            by_target.setdefault(rec["target"]["digest"], []).append(rec)
+        for recs in by_target.values():
+            tagged = [r for r in recs if "@" not in r["name"]]
+            if tagged and not all_images:
+                continue
+            try:
+                image = self.get(recs[0]["name"])
+            except Exception:  # noqa: BLE001 - a broken record goes too
+                image = None
+            if image is not None and in_use and in_use(image.id):
+                continue
+            for r in recs:
+                self.meta.delete_image(r["name"])
+                lines.append(f"untagged: {_familiar(r['name'])}")
+            if image is not None:
+                lines.append(f"deleted: {image.id}")
+        before = self._usage()
+        self.collect()
+        freed = max(0, before - self._usage())
+        return {"lines": (["Deleted Images:"] + lines + [""]) if lines else [],
+                "bytes": freed}
+
+    def _usage(self):
+        total = 0
+        for digest in self.content.digests():
+            try:
+                total += self.content.size(digest)
+            except NotFound:
+                pass
+        return total
+
     def collect(self):
         from berth.content import gc
         try:
@@ -196,8 +263,11 @@ class ImageService:
         image = self.get(name_or_id)
         cfg = image.config
         repo_tags = [_familiar(n) for n in image.names if "@" not in n]
+        pulled = {r["name"] for r in self.records()
+                  if r["target"]["digest"] == image.target["digest"]
+                  and (r["target"].get("annotations") or {}).get(PULLED)}
         repo_digests = sorted({f"{_familiar_name(n)}@{image.target['digest']}"
-                               for n in image.names if _has_repo_digest(image.target)})
+                               for n in pulled})
         return {
             "Id": image.id,
             "RepoTags": repo_tags,
@@ -255,10 +325,6 @@ def _familiar_name(full):
         return reference.parse(full).familiar
     except InvalidArgument:
         return full
-
-
-def _has_repo_digest(target):
-    return bool(target.get("digest"))
 
 
 def _last_comment(cfg):
