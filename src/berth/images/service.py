@@ -93,10 +93,30 @@ class ImageService:
         data = self.content.read(target["digest"])
         parsed = mf.parse_manifest(data, target.get("mediaType"))
         if isinstance(parsed, mf.Index):
-            desc = mf.select(parsed, platform or mf.host_platform())
+            desc = self._platform_manifest(parsed, platform)
             parsed = mf.parse_manifest(self.content.read(desc["digest"]), desc.get("mediaType"))
         config = self.content.read(parsed.config["digest"])
         return parsed, parsed.config, config
+
+    def _platform_manifest(self, index, platform):
+        """The index entry to use: the asked-for platform, else the host's, else the one
+        platform whose manifest is here (an image pulled with --platform)."""
+        if platform:
+            return mf.select(index, mf.parse_platform(platform)
+                             if isinstance(platform, str) else platform)
+        try:
+            desc = mf.select(index, mf.host_platform())
+            if self.content.has(desc["digest"]):
+                return desc
+        except NotFound:
+            desc = None
+        for entry in index.manifests:
+            if self.content.has(entry["digest"]) and not mf.is_attestation(entry):
+                return entry
+        if desc is None:
+            raise NotFound(f"no manifest for {mf.format_platform(mf.host_platform())} in "
+                           f"the image's index")
+        return desc
 
     def records(self):
         return self.meta.list_images()
