@@ -95,6 +95,7 @@ def images(ctx, argv):
 
 def _image_rows(svc, repo_filter, filters, no_trunc):
     from berth.images import reference
+    from berth.images.archive import is_dangling
 
     wanted = _filters(filters)
     rows = []
@@ -111,9 +112,12 @@ def _image_rows(svc, repo_filter, filters, no_trunc):
         labels = (image.config.get("config") or {}).get("Labels") or {}
         for rec in recs:
             name = rec["name"]
-            ref = reference.parse(name)
-            repo = ref.familiar
-            tag = ref.tag or "<none>"
+            if is_dangling(name):
+                repo, tag = "<none>", "<none>"
+            else:
+                ref = reference.parse(name)
+                repo = ref.familiar
+                tag = ref.tag or "<none>"
             if repo_filter and not _matches_repo(repo_filter, repo, tag):
                 continue
             if not _keep(wanted, image, repo, tag, labels, created):
@@ -142,7 +146,7 @@ def _filters(filters):
     for f in filters:
         key, sep, value = f.partition("=")
         if not sep:
-            raise UsageError(f"bad format of filter (expected name=value)")
+            raise UsageError("bad format of filter (expected name=value)")
         if key not in ("dangling", "label", "before", "since", "reference"):
             raise UsageError(f"invalid filter '{key}'")
         out.setdefault(key, []).append(value)
