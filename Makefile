@@ -73,7 +73,7 @@ integration: deps install-bin rootfs
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 # Each bench script takes BENCH_ARGS (e.g. BENCH_ARGS="--only runc -n 10").
-BENCHES := bench/oci_run.py
+BENCHES := bench/oci_run.py bench/pull.py
 
 bench: deps install-bin rootfs
 	@for b in $(BENCHES); do echo "== $$b"; $(PY) $$b $(BENCH_ARGS) || exit $$?; done
