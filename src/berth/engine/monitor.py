@@ -15,20 +15,24 @@ State goes through a ``Reporter``; the monitor process uses ``StateFileReporter`
 atomically replaced JSON file the engine merges into its records.
 
 Memory (PSS from /proc/<pid>/smaps_rollup, USS = Private_Clean + Private_Dirty; Debian's
-python 3.11, measured by tests/integration/test_engine_monitor.py::test_monitor_memory):
+python 3.11; printed by tests/integration/test_engine_monitor.py::test_monitor_memory):
 
-    forked engine process kept as monitor     ~4 MB PSS, all of it private once the CLI exits
-    exec'd `python3 -IS`, bare interpreter     2.7 MB PSS / 2.3 MB USS (the floor: 1.2 MB is
-                                               the interpreter's .data that 3.11's refcounts
-                                               dirty, the rest its heap)
-    this monitor, one alone                    ~3.6 MB PSS / ~2.9 MB USS
-    this monitor, the 10th of 10               ~3.1 MB PSS / ~2.9 MB USS
+                                                PSS       USS
+    engine process forked and kept (CLI heap)   5.7 MB    5.4 MB  (private once the CLI exits)
+    bare `/usr/bin/python3 -IS`                 3.0 MB    2.4 MB  (the floor)
+    this monitor, one alone                     5.6 MB    3.4 MB
+    this monitor, the 10th of 10                3.7 MB    3.2 MB  (10 in all: 36.8 MB PSS)
 
-so the monitor execs a fresh ``/usr/bin/python3 -IS -c`` that imports this module alone
-(os, select, _socket, _json, time, the libc wrappers for prctl/mount) and reads its
+So the monitor execs a fresh ``/usr/bin/python3 -IS -c`` that imports this module (os,
+select, _socket, _json, time, berth.sys.linux for prctl and mounts) and reads its
 ``MonitorSpec`` as JSON from a pipe: the interpreter's code and libraries are shared with
-every other python, and nothing of the engine's heap is carried along. Going below ~2.3 MB
-would take a process that is not CPython (or a zygote monitor forking siblings).
+every other python, nothing of the engine's heap comes along, and each further container
+costs ~3.2 MB instead of ~5.4. Of that, 1.2 MB is the interpreter's own .data that 3.11's
+refcounting dirties in every process and ~1 MB its start-up heap; the monitor adds ~0.8 MB
+(its code objects, ctypes for prctl ~0.2-0.4 MB). Dropping ctypes would need a second exec
+(PR_SET_CHILD_SUBREAPER survives execve, not fork), ~10 ms on every start: not worth it.
+conmon's 368 kB is out of reach for any CPython process; a zygote monitor forking siblings
+would be the next step.
 
 Attach protocol (unix socket ``attach_socket``): the client sends one line, words among
 ``attach stdin stdout stderr close-stdin start`` or ``start`` or ``resize ROWS COLS``,
