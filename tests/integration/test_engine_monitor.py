@@ -384,3 +384,18 @@ def test_monitor_memory(env):
     env.go()
     for spec in [first] + rest:
         assert wait_done(spec)["ExitCode"] == 0
+
+
+def test_an_oom_kill_is_recorded(env):
+    spec = env.spec(["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"])
+    with open(os.path.join(spec.bundle, "config.json")) as f:
+        config = json.load(f)
+    config["linux"]["resources"]["memory"] = {"limit": 16 * 1024 * 1024,
+                                              "swap": 16 * 1024 * 1024}
+    with open(os.path.join(spec.bundle, "config.json"), "w") as f:
+        json.dump(config, f)
+    monitor.spawn_monitor(spec)
+    mpid = monitor_pid(spec)
+    state = wait_done(spec)
+    assert (state["ExitCode"], state["OOMKilled"]) == (137, True)
+    assert_clean(env, spec, mpid)
