@@ -28,6 +28,16 @@ COMMANDS = {
     "logout": ("berth.cli.images", "logout"),
     "inspect": ("berth.cli.images", "inspect"),
     "version": ("berth.cli.main", "version"),
+    "run": ("berth.cli.containers", "run"),
+    "create": ("berth.cli.containers", "create"),
+    "start": ("berth.cli.containers", "start"),
+    "stop": ("berth.cli.containers", "stop"),
+    "restart": ("berth.cli.containers", "restart"),
+    "kill": ("berth.cli.containers", "kill"),
+    "rm": ("berth.cli.containers", "rm"),
+    "ps": ("berth.cli.containers", "ps"),
+    "logs": ("berth.cli.containers", "logs"),
+    "wait": ("berth.cli.containers", "wait"),
 }
 
 GROUPS = {
@@ -39,6 +49,15 @@ GROUPS = {
         "save": ("berth.cli.images", "save"), "load": ("berth.cli.images", "load"),
         "import": ("berth.cli.images", "import_"), "inspect": ("berth.cli.images", "inspect"),
         "prune": ("berth.cli.images", "prune"),
+    },
+    "container": {
+        "run": ("berth.cli.containers", "run"), "create": ("berth.cli.containers", "create"),
+        "start": ("berth.cli.containers", "start"), "stop": ("berth.cli.containers", "stop"),
+        "restart": ("berth.cli.containers", "restart"),
+        "kill": ("berth.cli.containers", "kill"), "rm": ("berth.cli.containers", "rm"),
+        "ls": ("berth.cli.containers", "ps"), "list": ("berth.cli.containers", "ps"),
+        "ps": ("berth.cli.containers", "ps"), "logs": ("berth.cli.containers", "logs"),
+        "wait": ("berth.cli.containers", "wait"),
     },
     "system": {
         "check": ("berth.cli.images", "system_check"),
@@ -57,6 +76,11 @@ Options:
   -v, --version       print version information and quit
 
 Commands:
+  run       Create and run a container             create    Create a container
+  start     Start containers                       stop      Stop running containers
+  restart   Restart containers                     kill      Kill running containers
+  rm        Remove containers                      ps        List containers
+  logs      Fetch the logs of a container          wait      Wait for containers to stop
   pull      Download an image from a registry      push      Upload an image to a registry
   images    List images                            tag       Create a tag for an image
   rmi       Remove images                          history   Show the history of an image
@@ -66,7 +90,8 @@ Commands:
   version   Show the berth version
 
 Management commands:
-  image     Manage images                          system    Manage berth
+  container Manage containers                      image     Manage images
+  system    Manage berth
 
 Run 'berth COMMAND --help' for more information on a command.
 """

@@ -1,0 +1,309 @@
+"""Container commands: run, create, start, stop, restart, kill, rm, ps, logs, wait.
+Parsing and printing; the work is berth.engine.containers'."""
+
+import os
+import sys
+import time
+
+from berth.cli import output
+from berth.cli.flags import Flag, UsageError, parse
+from berth.errors import BerthError
+
+
+def _service(ctx):
+    if getattr(ctx, "_containers", None) is None:
+        from berth.engine.containers import ContainerService
+        ctx._containers = ContainerService(ctx.root, ctx.images())
+    return ctx._containers
+
+
+def _need(args, n, what):
+    if len(args) < n:
+        raise UsageError(f'"{what}" requires at least {n} argument{"s" if n != 1 else ""}.')
+
+
+def _exit_code_for(err):
+    """Docker's: 127 for a command that is not there, 126 for one that cannot run, else 125."""
+    text = str(err)
+    if "executable file not found" in text or "no such file or directory" in text.lower():
+        return 127
+    if "permission denied" in text.lower() or "is a directory" in text:
+        return 126
+    return 125
+
+
+# ---------------------------------------------------------------- run / create / start
+
+def run(ctx, argv):
+    from berth.engine.runopts import parse_run_flags
+
+    try:
+        opts, image, command = parse_run_flags(argv)
+    except BerthError as err:
+        ctx.stderr.write(f"berth: {err}\nSee 'berth run --help'.\n")
+        return 125
+    svc = _service(ctx)
+    progress = None if opts.quiet else _progress(ctx)
+    try:
+        record = svc.create(opts, image, command, progress=progress)
+    except BerthError as err:
+        ctx.stderr.write(f"berth: {err}\n")
+        return 125
+    cid = record["id"]
+    try:
+        if opts.detach:
+            svc.start(cid, detached=True)
+            ctx.out(cid)
+            return 0
+        svc.start(cid, detached=False)
+        stdin = sys.stdin if opts.interactive else None
+        out = sys.stdout.buffer
+        code = _attach_with_terminal(svc, cid, stdin, out, sys.stderr.buffer, opts.tty)
+        code = svc.wait(cid) if code is None else code
+    except BerthError as err:
+        ctx.stderr.write(f"berth: {err}\n")
+        code = _exit_code_for(err)
+        _remove_quietly(svc, cid)
+        return code
+    if opts.rm:
+        _remove_quietly(svc, cid)
+    return code
+
+
+run.error_exit = 125
+run.usage_exit = 125
+
+
+def _attach_with_terminal(svc, cid, stdin, stdout, stderr, tty):
+    if tty and stdin is not None and os.isatty(0):
+        import termios
+        import tty as ttymod
+
+        saved = termios.tcgetattr(0)
+        ttymod.setraw(0)
+        try:
+            return svc.attach(cid, stdin=stdin, stdout=stdout, stderr=stderr, start=True)
+        finally:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    return svc.attach(cid, stdin=stdin, stdout=stdout, stderr=stderr, start=True)
+
+
+def _remove_quietly(svc, cid):
+    try:
+        svc.remove(cid, force=True)
+    except BerthError:
+        pass
+
+
+def _progress(ctx):
+    from berth.cli.progress import Progress
+
+    return Progress(ctx.stderr)
+
+
+def create(ctx, argv):
+    from berth.engine.runopts import parse_run_flags
+
+    opts, image, command = parse_run_flags(argv)
+    record = _service(ctx).create(opts, image, command, progress=_progress(ctx))
+    ctx.out(record["id"])
+    return 0
+
+
+create.error_exit = 125
+create.usage_exit = 125
+
+
+def start(ctx, argv):
+    opts, args = parse(argv, [Flag("attach", "a"), Flag("interactive", "i"),
+                              Flag("detach-keys", kind="string")])
+    _need(args, 1, "start")
+    svc = _service(ctx)
+    code = 0
+    for name in args:
+        try:
+            if opts["attach"]:
+                svc.start(name, detached=False)
+                stdin = sys.stdin if opts["interactive"] else None
+                return svc.attach(name, stdin=stdin, stdout=sys.stdout.buffer,
+                                  stderr=sys.stderr.buffer, start=True)
+            svc.start(name)
+            ctx.out(name)
+        except BerthError as err:
+            ctx.stderr.write(f"Error response from daemon: {err}\n")
+            code = 1
+    return code
+
+
+# ---------------------------------------------------------------- stop / kill / rm / wait
+
+def stop(ctx, argv):
+    opts, args = parse(argv, [Flag("time", "t", kind="int", default=-1),
+                              Flag("signal", "s", kind="string")])
+    _need(args, 1, "stop")
+    return _each(ctx, args, lambda svc, n: svc.stop(
+        n, timeout=None if opts["time"] < 0 else opts["time"], signal=opts["signal"] or None))
+
+
+def restart(ctx, argv):
+    opts, args = parse(argv, [Flag("time", "t", kind="int", default=-1)])
+    _need(args, 1, "restart")
+
+    def again(svc, n):
+        svc.stop(n, timeout=None if opts["time"] < 0 else opts["time"])
+        svc.start(n)
+    return _each(ctx, args, again)
+
+
+def kill(ctx, argv):
+    opts, args = parse(argv, [Flag("signal", "s", kind="string", default="KILL")])
+    _need(args, 1, "kill")
+    sig = opts["signal"].upper()
+    sig = sig if sig.isdigit() or sig.startswith("SIG") else "SIG" + sig
+    return _each(ctx, args, lambda svc, n: svc.kill(n, sig))
+
+
+def rm(ctx, argv):
+    opts, args = parse(argv, [Flag("force", "f"), Flag("volumes", "v"), Flag("link", "l")])
+    _need(args, 1, "rm")
+    return _each(ctx, args, lambda svc, n: svc.remove(n, force=opts["force"]))
+
+
+def _each(ctx, args, fn):
+    svc = _service(ctx)
+    code = 0
+    for name in args:
+        try:
+            fn(svc, name)
+            ctx.out(name)
+        except BerthError as err:
+            ctx.stderr.write(f"Error response from daemon: {err}\n")
+            code = 1
+    return code
+
+
+def wait(ctx, argv):
+    _, args = parse(argv, [Flag("condition", kind="string")])
+    _need(args, 1, "wait")
+    svc = _service(ctx)
+    code = 0
+    for name in args:
+        try:
+            ctx.out(str(svc.wait(name)))
+        except BerthError as err:
+            ctx.stderr.write(f"Error response from daemon: {err}\n")
+            code = 1
+    return code
+
+
+# ---------------------------------------------------------------- ps / logs
+
+def ps(ctx, argv):
+    opts, _ = parse(argv, [Flag("all", "a"), Flag("quiet", "q"), Flag("last", "n", kind="int",
+                                                                       default=-1),
+                           Flag("latest", "l"), Flag("size", "s"), Flag("no-trunc"),
+                           Flag("filter", "f", kind="list"), Flag("format", kind="string")])
+    svc = _service(ctx)
+    show_all = opts["all"] or opts["last"] >= 0 or opts["latest"]
+    records = svc.list(all_containers=show_all)
+    if opts["latest"]:
+        records = records[:1]
+    elif opts["last"] >= 0:
+        records = records[:opts["last"]]
+    records = [r for r in records if _ps_keep(r, opts["filter"])]
+    rows = [_ps_row(r, opts["no_trunc"]) for r in records]
+    if opts["quiet"]:
+        for r in rows:
+            ctx.out(r["ID"])
+        return 0
+    if opts["format"]:
+        try:
+            ctx.out(output.render(opts["format"], rows, {"ID": "CONTAINER ID",
+                                                         "RunningFor": "CREATED"}))
+        except output.TemplateError as err:
+            raise UsageError(str(err)) from None
+        return 0
+    ctx.out(output.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",
+                          "NAMES"],
+                         [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"],
+                           r["Ports"], r["Names"]] for r in rows]))
+    return 0
+
+
+def _ps_keep(record, filters):
+    for f in filters:
+        key, _, value = f.partition("=")
+        state = record["state"]
+        if key == "status" and state.get("Status") != value:
+            return False
+        if key == "name" and value not in record["name"]:
+            return False
+        if key == "id" and not record["id"].startswith(value):
+            return False
+        if key == "label":
+            k, sep, v = value.partition("=")
+            labels = record["config"].get("Labels") or {}
+            if k not in labels or (sep and labels[k] != v):
+                return False
+        if key == "exited" and (state.get("Running") or str(state.get("ExitCode")) != value):
+            return False
+        if key == "ancestor" and value not in (record["image"], record["image_id"]):
+            return False
+    return True
+
+
+def _ps_row(record, no_trunc):
+    conf = record["config"]
+    command = " ".join(list(conf.get("Entrypoint") or []) + list(conf.get("Cmd") or []))
+    if not no_trunc and len(command) > 20:
+        command = command[:19] + "…"
+    created = output.parse_time(record["created"])
+    return {"ID": record["id"] if no_trunc else record["id"][:12],
+            "Image": record["image"], "Command": f'"{command}"',
+            "RunningFor": output.ago(created), "CreatedAt": record["created"],
+            "Status": status_text(record["state"]), "Ports": "",
+            "Names": record["name"], "State": record["state"].get("Status", ""),
+            "Labels": ",".join(f"{k}={v}" for k, v in (conf.get("Labels") or {}).items())}
+
+
+def status_text(state, now=None):
+    """Docker's STATUS column: Up 3 seconds, Exited (0) 5 seconds ago, Created, ..."""
+    now = time.time() if now is None else now
+    status = state.get("Status", "created")
+    if state.get("Running"):
+        started = output.parse_time(state.get("StartedAt", ""))
+        text = "Up " + (output.human_duration(now - started) if started else
+                        "Less than a second")
+        if state.get("Paused"):
+            text += " (Paused)"
+        return text
+    if state.get("Restarting"):
+        return f"Restarting ({state.get('ExitCode', 0)})"
+    if status == "created":
+        return "Created"
+    finished = output.parse_time(state.get("FinishedAt", ""))
+    if status in ("exited", "dead") and finished:
+        return f"Exited ({state.get('ExitCode', 0)}) {output.ago(finished, now)}"
+    return status.capitalize()
+
+
+def logs(ctx, argv):
+    opts, args = parse(argv, [Flag("follow", "f"), Flag("tail", "n", kind="string",
+                                                        default="all"),
+                              Flag("timestamps", "t"), Flag("since", kind="string"),
+                              Flag("until", kind="string"), Flag("details")])
+    _need(args, 1, "logs")
+    from berth.engine.logs import parse_time
+
+    tail = None if opts["tail"] in ("all", "") else int(opts["tail"])
+    since = parse_time(opts["since"]) if opts["since"] else None
+    until = parse_time(opts["until"]) if opts["until"] else None
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    for entry in _service(ctx).logs(args[0], follow=opts["follow"], tail=tail, since=since,
+                                    until=until):
+        data = entry.format(opts["timestamps"])
+        if isinstance(data, str):
+            data = data.encode()
+        (err if entry.stream == "stderr" else out).write(data)
+        (err if entry.stream == "stderr" else out).flush()
+    return 0

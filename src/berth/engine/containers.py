@@ -1,0 +1,337 @@
+"""The container service: create, start, stop, kill, remove, list, logs, wait.
+
+A container is a record (``store.ContainerStore``), a snapshot of its image's layer chain
+(its writable layer), a directory with its bundle, /etc files and json log, and, while it
+runs, a monitor process (``monitor``) that owns its stdio and reports its exit. The engine
+drives the OCI runtime only through its command line (berth-oci by default), so
+``--runtime runc`` works the same. State the monitor reports is merged into the record on
+every read: a monitor that died shows its container as exited with the code it recorded.
+"""
+
+import os
+import shutil
+import time
+
+from berth.engine import monitor as mon
+from berth.engine import names
+from berth.engine.store import ContainerStore
+from berth.errors import Conflict, InvalidArgument, NotFound
+
+DEFAULT_RUNTIME = "/usr/local/bin/berth-oci"
+
+
+def now_rfc3339():
+    t = time.time_ns()
+    s, ns = divmod(t, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ns:09d}Z"
+
+
+def find_runtime(name=""):
+    """The OCI runtime's path: a path, a name on PATH, or berth-oci by default."""
+    if name and "/" in name:
+        return name
+    if name and name != "berth-oci":
+        found = shutil.which(name)
+        if not found:
+            raise InvalidArgument(f"unknown or invalid runtime name: {name}")
+        return found
+    if os.access(DEFAULT_RUNTIME, os.X_OK):
+        return DEFAULT_RUNTIME
+    found = shutil.which("berth-oci")
+    if not found:
+        raise NotFound("berth-oci is not installed (make install-bin)")
+    return found
+
+
+class ContainerService:
+    def __init__(self, root, images=None):
+        from berth.images.service import ImageService
+
+        self.root = root
+        self.images = images or ImageService(root)
+        self.store = ContainerStore(self.images.meta)
+        self.oci_root = os.path.join(root, "run", "oci")
+
+    # ------------------------------------------------------------ paths
+
+    def dir(self, cid):
+        return os.path.join(self.root, "containers", cid)
+
+    def _runtime_argv(self, record):
+        return [record.get("runtime") or find_runtime(), "--root", self.oci_root]
+
+    # ------------------------------------------------------------ create
+
+    def create(self, opts, image_name=None, command=None, progress=None):
+        """A created container (record) from RunOptions; pulls the image when missing."""
+        from berth.engine import runopts, spec
+
+        image = self._image(image_name or opts.image, opts, progress)
+        if command is not None:
+            opts.args = list(command)
+        cid = names.new_id()
+        config = spec.merge_image_config((image.config.get("config") or {}), opts)
+        config["Image"] = image_name or opts.image
+        hc = runopts.host_config(opts)
+        cdir = self.dir(cid)
+        os.makedirs(cdir, mode=0o711, exist_ok=True)
+        snap = self.images.snapshotter()
+        key = f"container-{cid}"
+        record = None
+        try:
+            mounts = snap.prepare(key, image.chain_id)
+            rootfs = os.path.join(cdir, "bundle", "rootfs")
+            os.makedirs(rootfs, exist_ok=True)
+            record = {
+                "id": cid, "name": opts.name or "", "image": image_name or opts.image,
+                "image_id": image.id, "created": now_rfc3339(), "config": config,
+                "host_config": hc, "snapshot_key": key,
+                "rootfs_mounts": [m.to_oci() if hasattr(m, "to_oci") else dict(m)
+                                  for m in mounts],
+                "log_path": os.path.join(cdir, f"{cid}-json.log"),
+                "runtime": find_runtime(opts.runtime),
+                "state": {"Status": "created", "Running": False, "Paused": False,
+                          "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": 0,
+                          "ExitCode": 0, "Error": "", "StartedAt": "0001-01-01T00:00:00Z",
+                          "FinishedAt": "0001-01-01T00:00:00Z"},
+                "restart_count": 0,
+            }
+            hostname = opts.hostname or cid[:12]
+            etc = spec.etc_files(cdir, hostname, opts.dns or None,
+                                 dns_search=opts.dns_search, dns_options=opts.dns_options,
+                                 extra_hosts=opts.extra_hosts,
+                                 host_network=opts.network == "host")
+            # The user and /etc/passwd are read from the image's top layer chain: mount it
+            # read-only for that, then build config.json against the bundle's rootfs.
+            oci = self._spec_for(record, rootfs, hostname, etc, snap, image)
+            from berth.spec import jsonio
+            with open(os.path.join(cdir, "bundle", "config.json"), "w") as f:
+                f.write(jsonio.dumps(oci))
+            record = self.store.create(record)
+        except BaseException:
+            try:
+                snap.remove(key)
+            except Exception:  # noqa: BLE001 - the original error is what matters
+                pass
+            shutil.rmtree(cdir, ignore_errors=True)
+            raise
+        return record
+
+    def _spec_for(self, record, rootfs, hostname, etc, snap, image):
+        from berth.engine import spec
+        from berth.snapshots import mount_all, unmount
+
+        view = f"view-{record['id']}"
+        lookup = os.path.join(self.dir(record["id"]), "lookup")
+        os.makedirs(lookup, exist_ok=True)
+        mounted = False
+        try:
+            if image.chain_id:
+                mount_all(snap.view(view, image.chain_id), lookup)
+                mounted = True
+            oci = spec.oci_spec(record, lookup, hostname=hostname, etc=etc)
+        finally:
+            if mounted:
+                unmount(lookup)
+            if image.chain_id:
+                try:
+                    snap.remove(view)
+                except Exception:  # noqa: BLE001
+                    pass
+            os.rmdir(lookup)
+        oci["root"]["path"] = rootfs
+        return oci
+
+    def _image(self, name, opts, progress):
+        platform = getattr(opts, "platform", "") or None
+        policy = getattr(opts, "pull", "missing")
+        if policy != "always":
+            try:
+                return self.images.get(name, platform)
+            except NotFound:
+                if policy == "never":
+                    raise NotFound(f"No such image: {name}") from None
+        from berth.images.pull import pull
+
+        if progress is not None:
+            progress.message(f"Unable to find image '{name}' locally")
+        pull(self.images, name, platform=platform, progress=progress)
+        return self.images.get(name, platform)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _monitor_spec(self, record):
+        hc = record.get("host_config") or {}
+        log = (hc.get("LogConfig") or {}).get("Config") or {}
+        from berth.engine.units import ram_in_bytes
+        cdir = self.dir(record["id"])
+        return mon.MonitorSpec(
+            record["id"], os.path.join(cdir, "bundle"), self._runtime_argv(record),
+            rootfs_mounts=record.get("rootfs_mounts") or (), log_path=record["log_path"],
+            log_max_size=ram_in_bytes(log["max-size"]) if log.get("max-size") else 0,
+            log_max_file=int(log.get("max-file") or 1),
+            tty=bool(record["config"].get("Tty")),
+            stdin_open=bool(record["config"].get("OpenStdin")),
+            restart_policy=hc.get("RestartPolicy"),
+            state_path=os.path.join(cdir, "monitor.json"),
+            attach_socket=os.path.join(cdir, "attach.sock"))
+
+    def start(self, id_or_name, *, detached=True):
+        """Start a created or exited container; returns its record. With ``detached``
+        False the process is created but waits for an attach(start=True)."""
+        record = self.get(id_or_name)
+        with self.store.lock(record["id"]):
+            record = self.get(record["id"])
+            state = record["state"]
+            if state.get("Running"):
+                return record
+            spec = self._monitor_spec(record)
+            for stale in (spec.state_path, spec.state_path + ".stop", spec.attach_socket):
+                try:
+                    os.unlink(stale)
+                except FileNotFoundError:
+                    pass
+            pid = mon.spawn_monitor(spec, start=detached)
+            return self.store.update(record["id"], state={
+                "Status": "running" if detached else "created", "Running": detached,
+                "Pid": pid, "ExitCode": 0, "Error": "",
+                "StartedAt": now_rfc3339() if detached else state.get("StartedAt")})
+
+    def attach(self, id_or_name, stdin=None, stdout=None, stderr=None, start=False):
+        record = self.get(id_or_name)
+        sock = os.path.join(self.dir(record["id"]), "attach.sock")
+        code = mon.attach(sock, stdin=stdin, stdout=stdout, stderr=stderr, start=start)
+        return code
+
+    def kill(self, id_or_name, signal="SIGKILL"):
+        record = self.get(id_or_name)
+        if not record["state"].get("Running"):
+            raise Conflict(f"Cannot kill container: {id_or_name}: Container "
+                           f"{record['id']} is not running")
+        self._signal(record, signal)
+        return record
+
+    def _signal(self, record, signal):
+        import subprocess
+
+        proc = subprocess.run(self._runtime_argv(record) + ["kill", record["id"], str(signal)],
+                              capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0 and "not running" not in proc.stderr and \
+                "does not exist" not in proc.stderr:
+            raise Conflict(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip()
+                           else f"kill {record['id'][:12]} failed")
+
+    def stop(self, id_or_name, timeout=None, signal=None):
+        """SIGTERM (or the container's stop signal), then SIGKILL after ``timeout``."""
+        record = self.get(id_or_name)
+        if not record["state"].get("Running"):
+            return record
+        stop_marker = os.path.join(self.dir(record["id"]), "monitor.json.stop")
+        with open(stop_marker, "w"):
+            pass
+        if timeout is None:
+            timeout = record["config"].get("StopTimeout")
+            timeout = 10 if timeout is None else timeout
+        self._signal(record, signal or record["config"].get("StopSignal") or "SIGTERM")
+        if not self._wait_stopped(record["id"], timeout):
+            self._signal(record, "SIGKILL")
+            self._wait_stopped(record["id"], 30)
+        return self.get(record["id"])
+
+    def _wait_stopped(self, cid, timeout):
+        deadline = time.monotonic() + max(0, timeout)
+        delay = 0.005
+        while True:
+            record = self.get(cid)
+            if not record["state"].get("Running"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def wait(self, id_or_name, timeout=None):
+        """Block until the container has exited; its exit code."""
+        record = self.get(id_or_name)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while record["state"].get("Running") or record["state"].get("Restarting"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise Conflict(f"timed out waiting for {id_or_name}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            record = self.get(record["id"])
+        return record["state"].get("ExitCode", 0)
+
+    def remove(self, id_or_name, force=False, volumes=False):
+        record = self.get(id_or_name)
+        if record["state"].get("Running"):
+            if not force:
+                raise Conflict(f"cannot remove container \"/{record['name']}\": container is "
+                               f"running: stop the container before removing or force remove")
+            self.stop(record["id"], timeout=0, signal="SIGKILL")
+            record = self.get(record["id"])
+        with self.store.lock(record["id"]):
+            snap = self.images.snapshotter()
+            try:
+                snap.remove(record["snapshot_key"])
+            except NotFound:
+                pass
+            self.store.delete(record["id"])
+        shutil.rmtree(self.dir(record["id"]), ignore_errors=True)
+        return record
+
+    # ------------------------------------------------------------ views
+
+    def get(self, id_or_name):
+        record = self.store.get(id_or_name)
+        return self._refresh(record)
+
+    def list(self, all_containers=False):
+        out = []
+        for record in self.store.list():
+            record = self._refresh(record)
+            if all_containers or record["state"].get("Running"):
+                out.append(record)
+        return out
+
+    def _refresh(self, record):
+        """Merge the monitor's state file into the record (a dead monitor means exited)."""
+        path = os.path.join(self.dir(record["id"]), "monitor.json")
+        try:
+            reported = mon.read_state(path)
+        except (OSError, ValueError):
+            reported = None
+        if not reported:
+            return record
+        state = dict(record["state"])
+        for key in ("Status", "Running", "Paused", "Restarting", "OOMKilled", "Dead", "Pid",
+                    "ExitCode", "Error", "StartedAt", "FinishedAt"):
+            if key in reported:
+                state[key] = reported[key]
+        monitor_pid = reported.get("MonitorPid", 0)
+        if state.get("Running") and monitor_pid and not _alive(monitor_pid):
+            state.update(Running=False, Status="exited", Pid=0,
+                         Error=state.get("Error") or "the container's monitor died")
+        if state != record["state"] or reported.get("RestartCount", 0) != \
+                record.get("restart_count", 0):
+            record = self.store.update(record["id"], state=state,
+                                       restart_count=reported.get("RestartCount", 0))
+        return record
+
+    def logs(self, id_or_name, **kw):
+        from berth.engine.logs import read_logs
+
+        record = self.get(id_or_name)
+        running = (lambda: self.get(record["id"])["state"].get("Running"))
+        return read_logs(record["log_path"], running=running, **kw)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
