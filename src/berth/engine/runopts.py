@@ -243,7 +243,11 @@ def parse_run_flags(argv):
                       ("stop_timeout", "stop_timeout"), ("oom_score_adj", "oom_score_adj")):
         if key in given:
             setattr(opts, attr, _flag_value(key, raw[key], _go_int))
-    opts.ulimits = [_flag_value("ulimit", v, parse_ulimit) for v in raw["ulimit"]]
+    ulimits = {}  # by name: the last --ulimit for a resource wins
+    for value in raw["ulimit"]:
+        limit = _flag_value("ulimit", value, parse_ulimit)
+        ulimits[limit["Name"]] = limit
+    opts.ulimits = list(ulimits.values())
     opts.security_opt = [_security_opt(v) for v in raw["security_opt"]]
     opts.healthcheck = _healthcheck(raw, given)
     opts.log_driver = raw["log_driver"]
@@ -378,6 +382,11 @@ def check(opts):
             raise InvalidArgument(str(err)) from None
     for opt in opts.security_opt:
         _check_security_opt(opt)
+    for key in opts.sysctls:
+        if mode == "host" and key.startswith("net."):
+            raise InvalidArgument(f"sysctl '{key}' is not allowed in host network namespace")
+        if opts.ipc_mode == "host" and not key.startswith("net."):
+            raise InvalidArgument(f"sysctl '{key}' is not allowed in host IPC namespace")
 
 
 def _check_name(name):

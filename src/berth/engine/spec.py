@@ -602,10 +602,11 @@ def _merge_mounts(defaults, user):
 
 def _rootfs_propagation(mounts):
     props = {o for m in mounts if m["type"] == "bind" for o in m.get("options", ())}
+    # The root is always remounted recursively; the schema names the mode without the "r".
     if props & {"shared", "rshared"}:
-        return "rshared"
+        return "shared"
     if props & {"slave", "rslave"}:
-        return "rslave"
+        return "slave"
     return ""
 
 
