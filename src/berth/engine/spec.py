@@ -342,8 +342,9 @@ def _is_local(address):
 def container_caps(host_config):
     """The capability list Docker gives: its default set tweaked by --cap-add/--cap-drop,
     every capability the kernel knows when privileged or with --cap-add ALL."""
+    bounding = _bounding_set()
     everything = [name for name, number in sorted(CAPS.items(), key=lambda kv: kv[1])
-                  if number <= host_last_cap()]
+                  if number <= host_last_cap() and bounding >> number & 1]
     if host_config.get("Privileged"):
         return everything
     adds = normalize_caps(host_config.get("CapAdd") or ())
@@ -363,6 +364,20 @@ def container_caps(host_config):
         if c not in out:
             out.append(c)
     return out
+
+
+def _bounding_set():
+    """This process's capability bounding set: "all capabilities" can only be what we hold
+    (podman's rule; inside a restricted host asking for more makes the runtime's capset
+    fail)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapBnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return (1 << (host_last_cap() + 1)) - 1
 
 
 def _security(host_config):
