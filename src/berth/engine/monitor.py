@@ -287,13 +287,28 @@ def resize(socket_path, rows, cols):
         sock.close()
 
 
+def short_socket_path(path):
+    """(fd, a path under 108 bytes naming ``path``): unix socket addresses are limited to
+    108 bytes, so a long one is reached through an O_PATH fd on its directory, as
+    /proc/self/fd/N/NAME. The caller closes the fd after bind or connect."""
+    if len(path.encode()) < 100:
+        return -1, path
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fd, f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+
+
 def _connect(path):
     import socket
 
     from berth.errors import Conflict
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    failed = sock.connect_ex(path)
+    dirfd, short = short_socket_path(path)
+    try:
+        failed = sock.connect_ex(short)
+    finally:
+        if dirfd >= 0:
+            os.close(dirfd)
     if failed:
         sock.close()
         raise Conflict(f"cannot attach to {path}: {os.strerror(failed)} "
@@ -587,6 +602,11 @@ class _Monitor:
             if console is not None:
                 console[0].close()
                 _unlink(console[1])
+                if os.path.basename(os.path.dirname(console[1])).startswith("berth-console-"):
+                    try:
+                        os.rmdir(os.path.dirname(console[1]))
+                    except OSError:
+                        pass
         self.reporter.created(self.pid)
         self.tell("created", str(self.pid))
 
@@ -815,7 +835,12 @@ class _Monitor:
         path = self.spec.attach_socket
         _unlink(path)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.bind(path)
+        dirfd, short = short_socket_path(path)
+        try:
+            sock.bind(short)
+        finally:
+            if dirfd >= 0:
+                os.close(dirfd)
         os.chmod(path, 0o600)
         sock.listen(16)
         self.listener = sock
@@ -980,6 +1005,11 @@ class _Monitor:
 
         path = os.path.join(os.path.dirname(self.spec.attach_socket),
                             f"console-{os.getpid()}.sock")
+        if len(path.encode()) >= 100:
+            # The runtime connects to this path itself: keep it short, in a private dir.
+            import tempfile
+            path = os.path.join(tempfile.mkdtemp(prefix="berth-console-", dir="/run"),
+                                "console.sock")
         _unlink(path)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.bind(path)

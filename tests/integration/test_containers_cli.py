@@ -1,0 +1,148 @@
+"""berth's container commands end to end, from a busybox image imported locally."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGE = "busybox:test"
+
+pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
+                                reason="berth-oci is not installed (make install-bin)")
+
+
+class Berth:
+    def __init__(self, root):
+        self.root = str(root)
+        self.env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+
+    def argv(self, *args):
+        return [sys.executable, "-m", "berth.cli", "--root", self.root, *args]
+
+    def __call__(self, *args, check=True, input=None, timeout=120):
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,
+                              input=input, timeout=timeout, stdin=None if input else
+                              subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"berth {' '.join(args)} exited {proc.returncode}\n"
+                                 f"{proc.stdout}{proc.stderr}")
+        return proc
+
+
+@pytest.fixture(scope="module")
+def berth(busybox_rootfs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("berth-root")
+    b = Berth(root)
+    tar = root / "busybox.tar"
+    with tarfile.open(tar, "w") as t:
+        for name in sorted(os.listdir(busybox_rootfs)):
+            t.add(os.path.join(busybox_rootfs, name), arcname=name)
+    b("import", "--change", 'CMD ["sh"]', str(tar), IMAGE)
+    yield b
+    for cid in b("ps", "-aq", check=False).stdout.split():
+        b("rm", "-f", cid, check=False)
+    assert not [line for line in open("/proc/self/mountinfo") if str(root) in line]
+
+
+def test_run_output_and_exit_codes(berth):
+    out = berth("run", "--rm", IMAGE, "echo", "hello")
+    assert out.stdout == "hello\n"
+    assert berth("run", "--rm", IMAGE, "sh", "-c", "exit 3", check=False).returncode == 3
+    # pid 1 ignores a SIGKILL from inside its namespace: a child kills itself instead.
+    killed = berth("run", "--rm", IMAGE, "sh", "-c", 'sh -c "kill -9 \\$\\$"; exit $?',
+                   check=False)
+    assert killed.returncode == 137
+    missing = berth("run", "--rm", IMAGE, "no-such-command", check=False)
+    assert missing.returncode == 127
+    assert "executable file not found" in missing.stderr
+    assert missing.stderr.count("\n") == 1
+    notexec = berth("run", "--rm", IMAGE, "/etc/passwd", check=False)
+    assert notexec.returncode == 126
+    badflag = berth("run", "--no-such-flag", IMAGE, check=False)
+    assert badflag.returncode == 125 and "unknown flag: --no-such-flag" in badflag.stderr
+    noimage = berth("run", "--rm", "--pull", "never", "nothere:1", "true", check=False)
+    assert noimage.returncode == 125 and "No such image" in noimage.stderr
+    assert berth("ps", "-aq").stdout.strip() == ""
+
+
+def test_run_flags_reach_the_process(berth):
+    out = berth("run", "--rm", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000",
+                "--hostname", "box", IMAGE, "sh", "-c",
+                "echo $FOO $(pwd) $(id -u):$(id -g) $(hostname)")
+    assert out.stdout.split() == ["bar", "/tmp", "1000:1000", "box"]
+    mem = berth("run", "--rm", "-m", "64m", IMAGE, "cat",
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert mem.stdout.strip() == str(64 << 20)
+    ro = berth("run", "--rm", "--read-only", IMAGE, "touch", "/x", check=False)
+    assert ro.returncode != 0
+    caps = berth("run", "--rm", "--cap-drop", "ALL", IMAGE, "grep", "CapEff",
+                 "/proc/self/status")
+    assert caps.stdout.split()[1] == "0000000000000000"
+    etc = berth("run", "--rm", IMAGE, "cat", "/etc/hostname", "/etc/hosts")
+    assert "127.0.0.1\tlocalhost" in etc.stdout
+
+
+def test_detached_ps_logs_stop_rm(berth):
+    script = 'echo started; trap "echo bye; exit 0" TERM; while true; do sleep 0.1; done'
+    cid = berth("run", "-d", "--name", "web", IMAGE, "sh", "-c", script).stdout.strip()
+    assert len(cid) == 64
+    deadline = time.monotonic() + 10
+    while "started" not in berth("logs", "web").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ps = berth("ps").stdout.splitlines()
+    assert ps[0].split()[:2] == ["CONTAINER", "ID"] and "web" in ps[1]
+    assert ps[1].split()[0] == cid[:12] and "Up" in ps[1]
+    dup = berth("run", "-d", "--name", "web", IMAGE, "true", check=False)
+    assert dup.returncode == 125 and 'The container name "/web" is already in use' in dup.stderr
+    assert berth("stop", "web").stdout.strip() == "web"
+    assert berth("logs", "web").stdout.split() == ["started", "bye"]
+    assert "Exited (0)" in berth("ps", "-a").stdout
+    stamped = berth("logs", "-t", "web").stdout.splitlines()[0]
+    assert stamped.split(" ", 1)[0].endswith("Z") and stamped.endswith("started")
+    assert berth("rm", "web").stdout.strip() == "web"
+    assert berth("ps", "-aq").stdout.strip() == ""
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/berth/{cid}")
+
+
+def test_rm_of_a_running_container_needs_force(berth):
+    cid = berth("run", "-d", IMAGE, "sleep", "100").stdout.strip()
+    refused = berth("rm", cid, check=False)
+    assert refused.returncode == 1 and "container is running" in refused.stderr
+    berth("rm", "-f", cid)
+    assert berth("ps", "-aq").stdout.strip() == ""
+
+
+def test_kill_wait_and_restart_policy(berth):
+    cid = berth("run", "-d", IMAGE, "sleep", "100").stdout.strip()
+    berth("kill", cid)
+    assert berth("wait", cid).stdout.strip() == "137"
+    berth("rm", cid)
+    cid = berth("run", "-d", "--restart", "on-failure:2", IMAGE, "sh", "-c", "exit 5").stdout
+    cid = cid.strip()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        state = berth("ps", "-a", "--format", "{{.Status}}").stdout
+        if "Exited (5)" in state:
+            break
+        time.sleep(0.1)
+    assert "Exited (5)" in state
+    berth("rm", cid)
+
+
+def test_the_container_survives_a_killed_cli(berth):
+    proc = subprocess.Popen(berth.argv("run", "--name", "survivor", IMAGE, "sleep", "100"),
+                            env=berth.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while "survivor" not in berth("ps").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "Up" in berth("ps", "--filter", "name=survivor").stdout
+    berth("rm", "-f", "survivor")
