@@ -1,6 +1,5 @@
 """berth's container commands end to end, from a busybox image imported locally."""
 
-import json
 import os
 import signal
 import subprocess

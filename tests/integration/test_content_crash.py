@@ -15,7 +15,6 @@ import pytest
 from berth.content import gc
 from berth.content.digest import hasher
 from berth.content.store import ContentStore
-from berth.errors import Conflict
 from berth.metadata import Metadata
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "src"))
