@@ -720,8 +720,9 @@ def test_foreground_terminal_run_and_exec_bind_no_abstract_socket(oci, make_bund
 
 
 def test_source_has_no_abstract_socket_addresses():
-    # An abstract address is a name starting with a NUL byte; berth binds no socket at all,
-    # so any such literal next to a socket call is a regression.
+    # An abstract address is a name starting with a NUL byte: any such literal next to a
+    # socket call is a regression. The runtime binds no socket at all; the engine's monitor
+    # binds path-based ones (its attach and console sockets), in files with 0600 modes.
     import re
     pattern = re.compile(r"""(bind|connect|sendto|socket)\w*\(\s*(b?["'](\\0|\\x00)|"\0)""")
     found = []
@@ -732,7 +733,7 @@ def test_source_has_no_abstract_socket_addresses():
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
                 found += [f"{path}: {m.group(0)}" for m in pattern.finditer(text)]
-                if ".bind(" in text:
+                if ".bind(" in text and os.sep + "runtime" + os.sep in path:
                     found.append(f"{path}: binds a socket")
     assert found == []
 
