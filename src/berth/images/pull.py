@@ -298,43 +298,42 @@ def _check_diff(got, want, desc):
                              f"expects diff id {want}, the layer unpacks to {got}")
 
 
-def _commit_staged(snap, chains, i, stage_dir):
-    parent = chains[i - 1] if i else None
+def _into_snapshot(snap, chains, i, fill):
+    """Prepare an active snapshot on layer i's parent, ``fill(key)`` it, commit it as
+    layer i's chain id; on failure remove it."""
     key = f"unpack-{uuid.uuid4().hex}"
-    snap.prepare(key, parent)
+    snap.prepare(key, chains[i - 1] if i else None)
     try:
-        upper = snap.upper_dir(key)
-        os.rmdir(upper)
-        os.rename(stage_dir, upper)
+        fill(key)
         snap.commit(chains[i], key)
     except BaseException:
         try:
             snap.remove(key)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the original error is what matters
             pass
         raise
+
+
+def _commit_staged(snap, chains, i, stage_dir):
+    def move(key):
+        upper = snap.upper_dir(key)
+        os.rmdir(upper)
+        os.rename(stage_dir, upper)
+    _into_snapshot(snap, chains, i, move)
 
 
 def _unpack_in_place(svc, snap, chains, i, desc, diff_id, progress):
     from berth.snapshots.apply import apply_layer
 
     ident = _short(desc["digest"])
-    parent = chains[i - 1] if i else None
-    key = f"unpack-{uuid.uuid4().hex}"
-    snap.prepare(key, parent)
-    try:
+
+    def unpack(key):
         progress.update(ident, "Extracting")
         with svc.content.open(desc["digest"]) as blob:
             got, _ = apply_layer(snap.upper_dir(key), blob, desc.get("mediaType", ""),
                                  overlay=False)
         _check_diff(got, diff_id, desc)
-        snap.commit(chains[i], key)
-    except BaseException:
-        try:
-            snap.remove(key)
-        except Exception:  # noqa: BLE001
-            pass
-        raise
+    _into_snapshot(snap, chains, i, unpack)
     progress.update(ident, "Pull complete")
 
 

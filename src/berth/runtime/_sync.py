@@ -55,6 +55,13 @@ class Channel:
             raise errors.SystemFailure(f"{who}: unexpected message {msg!r}")
         return msg[len(word) + 1:]
 
+    def await_exec(self):
+        """After "ready": the pipe closes when the child's execve succeeds (close-on-exec);
+        a message instead means it failed, and is raised here."""
+        msg = self.recv()
+        if msg is not None and msg.startswith("error "):
+            raise_remote(msg)
+
     def fail(self, err):
         """Send ``err`` to the parent (from a child about to exit)."""
         if isinstance(err, errors.BerthError):

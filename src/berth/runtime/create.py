@@ -156,16 +156,8 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             parent.send("seccomp " + seccomp.result().to_text())
         parent.expect("ready")
         if start_now:
-            # The channel closes when the init execs; a message means it could not.
-            msg = parent.recv()
-            if msg is not None and msg.startswith("error "):
-                _sync.raise_remote(msg)
-        if pid_file:
-            write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
-        master = -1
-        if local_console >= 0:
-            from berth.runtime import console
-            master, _ = console.recv_fd(local_console)
+            parent.await_exec()
+        master = _finish(pid, pid_file, local_console)
         container.unlock()
         return Created(container, pid, manager, spec, master)
     except BaseException as err:
@@ -303,6 +295,17 @@ def _child_died(pid):
     from berth.errors import SystemFailure
 
     return SystemFailure(f"container init (pid {pid}) exited during setup")
+
+
+def _finish(pid, pid_file, local_console):
+    """The steps create and exec end with: the pid file, and the pty master when the
+    runtime itself relays the terminal. Returns the master fd (-1 without one)."""
+    if pid_file:
+        write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+    if local_console < 0:
+        return -1
+    from berth.runtime import console
+    return console.recv_fd(local_console)[0]
 
 
 def _kill(pid):

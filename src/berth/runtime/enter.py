@@ -67,18 +67,9 @@ def enter(container, process, *, manager, seccomp_filter=None, console_socket=No
         manager.apply(pid)
         parent.send("go")
         parent.expect("ready", "exec process")
-        # The pipe closes when execve succeeds (close-on-exec); a message means it failed.
-        msg = parent.recv()
-        if msg is not None and msg.startswith("error "):
-            _sync.raise_remote(msg)
-        if pid_file:
-            from berth.runtime.state import write_atomic
-            write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
-        master = -1
-        if local_console >= 0:
-            from berth.runtime import console
-            master, _ = console.recv_fd(local_console)
-        return Entered(pid, master)
+        parent.await_exec()
+        from berth.runtime.create import _finish
+        return Entered(pid, _finish(pid, pid_file, local_console))
     except BaseException:
         if pid > 0:
             try:
