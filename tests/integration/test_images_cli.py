@@ -340,3 +340,46 @@ def test_kill_during_pull_leaves_a_clean_store_and_the_next_pull_completes(berth
     berth("pull", f"{registry.domain}/kill/img:1")
     assert berth("images", "--no-trunc", "-q").stdout.split() == [image_id]
     assert berth("system", "check").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def token_registry():
+    yield from serve("token")
+
+
+def test_token_auth_login_pull_and_denied_push(berth, token_registry, tmp_path):
+    registry, tokens = token_registry
+    domain = registry.domain
+    layout = str(tmp_path / "t")
+    m, image_id = make_layout(layout, [_tar([("t", b"token")])])
+    write_index(layout, [m])
+    skopeo_push(layout, f"{domain}/tok/img:1", creds="alice:alice-pw")
+    assert berth("pull", f"{domain}/tok/img:1", check=False).returncode == 1
+    berth("login", "-u", "bob", "-p", "bob-pw", domain)
+    berth("pull", f"{domain}/tok/img:1")
+    assert berth("images", "--no-trunc", "-q").stdout.split() == [image_id]
+    # bob may pull but not push: the registry's token service says so.
+    berth("tag", f"{domain}/tok/img:1", f"{domain}/tok/copy:1")
+    denied = berth("push", f"{domain}/tok/copy:1", check=False)
+    assert denied.returncode == 1 and "denied" in denied.stderr
+    assert any("push" in scope for _, scopes in tokens.requests for scope in scopes)
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_the_store_sound(seeded, tmp_path):
+    from berth.sys import linux
+
+    small = tmp_path / "small"
+    small.mkdir()
+    linux.mount("tmpfs", str(small), "tmpfs", 0, "size=400k")
+    try:
+        b = Berth(small / "root", tmp_path)
+        out = b("pull", f"{seeded['domain']}/library/busybox", check=False)
+        assert out.returncode == 1
+        assert "No space left on device" in out.stderr
+        assert out.stderr.count("\n") == 1
+        assert b("images", "-q").stdout.strip() == ""
+        check = b("system", "check", check=False)
+        assert all("ingest" in line or "no problems" in line
+                   for line in check.stdout.splitlines()), check.stdout
+    finally:
+        linux.umount(str(small), 2)
