@@ -3,7 +3,7 @@
 import pytest
 
 from berth.cli import output
-from berth.cli.flags import Flag, UsageError, parse
+from berth.flags import Flag, UsageError, parse
 
 
 @pytest.mark.parametrize("n,text", [(0, "0B"), (999, "999B"), (1000, "1kB"), (4261000, "4.26MB"),

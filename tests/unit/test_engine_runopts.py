@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from berth.cli.flags import UsageError
+from berth.flags import UsageError
 from berth.engine import units
 from berth.engine.runopts import (
     RunOptions, host_config, parse_bind, parse_port_spec, parse_run_flags, parse_signal,

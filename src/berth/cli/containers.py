@@ -6,7 +6,7 @@ import sys
 import time
 
 from berth.cli import output
-from berth.cli.flags import Flag, UsageError, parse
+from berth.flags import Flag, UsageError, parse
 from berth.errors import BerthError
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 
 from berth.cli import output
-from berth.cli.flags import Flag, UsageError, parse
+from berth.flags import Flag, UsageError, parse
 
 
 def _progress(ctx, quiet=False):

@@ -143,7 +143,7 @@ def _resolve(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    from berth.cli.flags import Flag, UsageError, parse
+    from berth.flags import Flag, UsageError, parse
 
     root = os.environ.get("BERTH_ROOT", "/var/lib/berth")
     try:

@@ -71,11 +71,4 @@ class Progress:
             self.stream.flush()
 
 
-class Quiet:
-    """What -q uses: nothing but the final lines the command prints itself."""
-
-    def message(self, text):
-        pass
-
-    def update(self, ident, status, current=None, total=None):
-        pass
+from berth.images.progress import Quiet  # noqa: E402,F401 - what -q uses

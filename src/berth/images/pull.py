@@ -36,7 +36,7 @@ def _client(ref):
 
 
 def pull(svc, ref_text, platform=None, progress=None, client=None):
-    from berth.cli.progress import Quiet
+    from berth.images.progress import Quiet
 
     progress = progress or Quiet()
     ref = reference.parse(ref_text)
@@ -339,6 +339,6 @@ def _unpack_in_place(svc, snap, chains, i, desc, diff_id, progress):
 
 def unpack_layers(svc, layers, diff_ids, lease, progress=None):
     """Unpack layers whose blobs are all in the content store already (load, import)."""
-    from berth.cli.progress import Quiet
+    from berth.images.progress import Quiet
 
     return _unpack_all(svc, None, None, layers, diff_ids, lease, progress or Quiet())

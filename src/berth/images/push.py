@@ -14,7 +14,7 @@ from berth.images.service import PULLED, now_rfc3339
 
 
 def push(svc, name, progress=None, client=None):
-    from berth.cli.progress import Quiet
+    from berth.images.progress import Quiet
 
     progress = progress or Quiet()
     ref = reference.parse(name)
