@@ -1,5 +1,6 @@
 """berth's container commands end to end, from a busybox image imported locally."""
 
+import json
 import os
 import signal
 import subprocess
@@ -145,3 +146,18 @@ def test_the_container_survives_a_killed_cli(berth):
     proc.wait()
     assert "Up" in berth("ps", "--filter", "name=survivor").stdout
     berth("rm", "-f", "survivor")
+
+
+def test_inspect_a_container_and_an_image(berth):
+    cid = berth("run", "-d", "--name", "insp", "-e", "A=1", IMAGE, "sleep", "100").stdout.strip()
+    info = json.loads(berth("inspect", "insp").stdout)[0]
+    assert info["Id"] == cid and info["Name"] == "/insp"
+    assert info["State"]["Running"] is True and info["State"]["Pid"] > 0
+    assert info["Path"] == "sleep" and info["Args"] == ["100"]
+    assert "A=1" in info["Config"]["Env"]
+    assert berth("inspect", "--format", "{{.State.Status}}", "insp").stdout.strip() == "running"
+    image = json.loads(berth("inspect", "--type", "image", IMAGE).stdout)[0]
+    assert image["Id"] == info["Image"]
+    missing = berth("inspect", "nothing-here", check=False)
+    assert missing.returncode == 1 and "No such object: nothing-here" in missing.stderr
+    berth("rm", "-f", "insp")

@@ -174,18 +174,32 @@ def inspect(ctx, argv):
     opts, args = parse(argv, [Flag("format", "f", kind="string"),
                               Flag("type", kind="string")])
     _need(args, 1, "inspect")
-    svc = ctx.images()
+    from berth.errors import BerthError
+
+    kind = opts["type"]
+    if kind not in ("", "image", "container"):
+        raise UsageError(f'"{kind}" is not a valid value for --type')
     results = []
     failed = False
     for name in args:
-        try:
-            results.append(svc.inspect(name))
-        except Exception as err:  # noqa: BLE001 - docker reports each and goes on
-            from berth.errors import BerthError
-            if not isinstance(err, BerthError):
-                raise
+        found = None
+        # Docker looks for a container first, then an image.
+        if kind in ("", "container"):
+            try:
+                from berth.cli.containers import _service
+                found = _service(ctx).inspect(name)
+            except BerthError:
+                found = None
+        if found is None and kind in ("", "image"):
+            try:
+                found = ctx.images().inspect(name)
+            except BerthError:
+                found = None
+        if found is None:
             ctx.stderr.write(f"Error: No such object: {name}\n")
             failed = True
+        else:
+            results.append(found)
     if opts["format"]:
         try:
             ctx.out(output.render(opts["format"], results))

@@ -319,6 +319,25 @@ class ContainerService:
                                        restart_count=reported.get("RestartCount", 0))
         return record
 
+    def inspect(self, id_or_name):
+        """Docker's ContainerInspect object (the fields berth has)."""
+        r = self.get(id_or_name)
+        conf = r["config"]
+        args = list(conf.get("Entrypoint") or []) + list(conf.get("Cmd") or [])
+        return {
+            "Id": r["id"], "Created": r["created"],
+            "Path": args[0] if args else "", "Args": args[1:],
+            "State": dict(r["state"]), "Image": r["image_id"],
+            "ResolvConfPath": os.path.join(self.dir(r["id"]), "resolv.conf"),
+            "HostnamePath": os.path.join(self.dir(r["id"]), "hostname"),
+            "HostsPath": os.path.join(self.dir(r["id"]), "hosts"),
+            "LogPath": r["log_path"], "Name": "/" + r["name"],
+            "RestartCount": r.get("restart_count", 0), "Driver": "overlay2",
+            "Platform": "linux", "HostConfig": dict(r["host_config"]),
+            "Config": dict(conf, Hostname=conf.get("Hostname") or r["id"][:12]),
+            "Mounts": [],
+        }
+
     def logs(self, id_or_name, **kw):
         from berth.engine.logs import read_logs
 
