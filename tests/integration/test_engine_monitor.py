@@ -122,6 +122,10 @@ def log_entries(spec):
 def assert_clean(env, spec, monitor_pid):
     assert not _mounts_under(os.path.dirname(spec.bundle))
     assert not os.path.exists(os.path.join(env.oci_root, spec.container_id))
+    # The monitor writes its last state, then exits: give it the moment that takes.
+    deadline = time.monotonic() + 10
+    while _is_monitor(monitor_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert not _is_monitor(monitor_pid)
     assert not os.path.exists(spec.attach_socket)
     assert not os.path.exists(f"/sys/fs/cgroup/memory/berth/{spec.container_id}")
