@@ -161,3 +161,20 @@ def test_inspect_a_container_and_an_image(berth):
     missing = berth("inspect", "nothing-here", check=False)
     assert missing.returncode == 1 and "No such object: nothing-here" in missing.stderr
     berth("rm", "-f", "insp")
+
+
+def test_export_a_containers_filesystem(berth, tmp_path):
+    cid = berth("run", "-d", IMAGE, "sh", "-c", "echo made > /made-here; sleep 100").stdout
+    cid = cid.strip()
+    deadline = time.monotonic() + 10
+    out = tmp_path / "fs.tar"
+    while time.monotonic() < deadline:
+        berth("export", "-o", str(out), cid)
+        with tarfile.open(out) as t:
+            names = t.getnames()
+            if "made-here" in names:
+                assert t.extractfile("made-here").read() == b"made\n"
+                break
+        time.sleep(0.05)
+    assert "made-here" in names and "bin/busybox" in names
+    berth("rm", "-f", cid)

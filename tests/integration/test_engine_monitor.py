@@ -229,6 +229,11 @@ def test_attach_to_a_running_container_sees_new_output(env):
                                  "done; echo after"])
     monitor.spawn_monitor(spec)
     mpid = monitor_pid(spec)
+    # "before" must be in the log (read by the monitor) before we attach, or we see it too.
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline and \
+            "before\n" not in [e["log"] for e in log_entries(spec)]:
+        time.sleep(0.01)
     r, w = os.pipe()
     result = {}
 

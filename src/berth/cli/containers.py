@@ -307,3 +307,17 @@ def logs(ctx, argv):
         (err if entry.stream == "stderr" else out).write(data)
         (err if entry.stream == "stderr" else out).flush()
     return 0
+
+
+def export(ctx, argv):
+    opts, args = parse(argv, [Flag("output", "o", kind="string")])
+    _need(args, 1, "export")
+    if opts["output"]:
+        with open(opts["output"], "wb") as f:
+            _service(ctx).export(args[0], f)
+        return 0
+    if ctx.stdout.isatty():
+        raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or "
+                         "redirect")
+    _service(ctx).export(args[0], ctx.stdout.buffer)
+    return 0

@@ -38,6 +38,7 @@ COMMANDS = {
     "ps": ("berth.cli.containers", "ps"),
     "logs": ("berth.cli.containers", "logs"),
     "wait": ("berth.cli.containers", "wait"),
+    "export": ("berth.cli.containers", "export"),
 }
 
 GROUPS = {
@@ -58,6 +59,8 @@ GROUPS = {
         "ls": ("berth.cli.containers", "ps"), "list": ("berth.cli.containers", "ps"),
         "ps": ("berth.cli.containers", "ps"), "logs": ("berth.cli.containers", "logs"),
         "wait": ("berth.cli.containers", "wait"),
+        "export": ("berth.cli.containers", "export"),
+        "inspect": ("berth.cli.images", "inspect"),
     },
     "system": {
         "check": ("berth.cli.images", "system_check"),
@@ -81,6 +84,7 @@ Commands:
   restart   Restart containers                     kill      Kill running containers
   rm        Remove containers                      ps        List containers
   logs      Fetch the logs of a container          wait      Wait for containers to stop
+  export    Export a container's filesystem
   pull      Download an image from a registry      push      Upload an image to a registry
   images    List images                            tag       Create a tag for an image
   rmi       Remove images                          history   Show the history of an image

@@ -319,6 +319,27 @@ class ContainerService:
                                        restart_count=reported.get("RestartCount", 0))
         return record
 
+    def export(self, id_or_name, fileobj):
+        """The container's filesystem as a tar stream (`berth export`)."""
+        import tarfile
+        import tempfile
+
+        from berth.snapshots import mount_all, unmount
+
+        record = self.get(id_or_name)
+        snap = self.images.snapshotter()
+        target = tempfile.mkdtemp(prefix="export-", dir=self.dir(record["id"]))
+        try:
+            mount_all(snap.mounts(record["snapshot_key"]), target)
+            try:
+                with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as t:
+                    for name in sorted(os.listdir(target)):
+                        t.add(os.path.join(target, name), arcname=name)
+            finally:
+                unmount(target)
+        finally:
+            os.rmdir(target)
+
     def inspect(self, id_or_name):
         """Docker's ContainerInspect object (the fields berth has)."""
         r = self.get(id_or_name)
