@@ -178,3 +178,24 @@ def test_export_a_containers_filesystem(berth, tmp_path):
         time.sleep(0.05)
     assert "made-here" in names and "bin/busybox" in names
     berth("rm", "-f", cid)
+
+
+def test_exec_pause_top_rename_prune(berth):
+    cid = berth("run", "-d", "--name", "ops", "-e", "X=1", IMAGE, "sleep", "100").stdout.strip()
+    out = berth("exec", "-e", "Y=2", "-w", "/tmp", "ops", "sh", "-c", "echo $X $Y $(pwd)")
+    assert out.stdout.split() == ["1", "2", "/tmp"]
+    assert berth("exec", "ops", "sh", "-c", "exit 4", check=False).returncode == 4
+    assert berth("exec", "-u", "nobody", "ops", "id", "-u").stdout.strip() == "65534"
+    top = berth("top", "ops").stdout.splitlines()
+    assert "PID" in top[0] and any("sleep 100" in line for line in top[1:])
+    berth("pause", "ops")
+    assert "(Paused)" in berth("ps").stdout
+    assert berth("exec", "ops", "true", check=False).returncode != 0
+    berth("unpause", "ops")
+    assert "(Paused)" not in berth("ps").stdout
+    berth("rename", "ops", "ops2")
+    assert berth("inspect", "--format", "{{.Name}}", cid).stdout.strip() == "/ops2"
+    berth("stop", "-t", "0", "ops2")
+    out = berth("container", "prune", "-f").stdout
+    assert cid in out
+    assert berth("ps", "-aq").stdout.strip() == ""

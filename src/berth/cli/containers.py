@@ -321,3 +321,63 @@ def export(ctx, argv):
                          "redirect")
     _service(ctx).export(args[0], ctx.stdout.buffer)
     return 0
+
+
+def exec_(ctx, argv):
+    opts, args = parse(argv, [Flag("detach", "d"), Flag("interactive", "i"), Flag("tty", "t"),
+                              Flag("env", "e", kind="list"), Flag("user", "u", kind="string"),
+                              Flag("workdir", "w", kind="string"), Flag("privileged"),
+                              Flag("detach-keys", kind="string")], interspersed=False)
+    if len(args) < 2:
+        raise UsageError('"exec" requires at least 2 arguments.')
+    argv = _service(ctx).exec_argv(args[0], args[1:], tty=opts["tty"], env=opts["env"],
+                                    user=opts["user"], workdir=opts["workdir"],
+                                    privileged=opts["privileged"], detach=opts["detach"])
+    import subprocess
+    stdin = None if opts["interactive"] else subprocess.DEVNULL
+    return subprocess.run(argv, stdin=stdin).returncode
+
+
+exec_.error_exit = 126
+
+
+def pause(ctx, argv):
+    _, args = parse(argv, [])
+    _need(args, 1, "pause")
+    return _each(ctx, args, lambda svc, n: svc.pause(n))
+
+
+def unpause(ctx, argv):
+    _, args = parse(argv, [])
+    _need(args, 1, "unpause")
+    return _each(ctx, args, lambda svc, n: svc.unpause(n))
+
+
+def top(ctx, argv):
+    _, args = parse(argv, [], interspersed=False)
+    _need(args, 1, "top")
+    header, rows = _service(ctx).top(args[0], args[1:])
+    ctx.out(header)
+    for row in rows:
+        ctx.out(row)
+    return 0
+
+
+def rename(ctx, argv):
+    _, args = parse(argv, [])
+    if len(args) != 2:
+        raise UsageError('"rename" requires exactly 2 arguments.')
+    _service(ctx).rename(args[0], args[1])
+    return 0
+
+
+def container_prune(ctx, argv):
+    opts, _ = parse(argv, [Flag("force", "f"), Flag("filter", kind="list")])
+    removed = _service(ctx).prune()
+    if removed:
+        ctx.out("Deleted Containers:")
+        for cid in removed:
+            ctx.out(cid)
+        ctx.out("")
+    ctx.out("Total reclaimed space: 0B")
+    return 0

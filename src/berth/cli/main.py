@@ -39,6 +39,11 @@ COMMANDS = {
     "logs": ("berth.cli.containers", "logs"),
     "wait": ("berth.cli.containers", "wait"),
     "export": ("berth.cli.containers", "export"),
+    "exec": ("berth.cli.containers", "exec_"),
+    "pause": ("berth.cli.containers", "pause"),
+    "unpause": ("berth.cli.containers", "unpause"),
+    "top": ("berth.cli.containers", "top"),
+    "rename": ("berth.cli.containers", "rename"),
 }
 
 GROUPS = {
@@ -61,6 +66,10 @@ GROUPS = {
         "wait": ("berth.cli.containers", "wait"),
         "export": ("berth.cli.containers", "export"),
         "inspect": ("berth.cli.images", "inspect"),
+        "exec": ("berth.cli.containers", "exec_"), "pause": ("berth.cli.containers", "pause"),
+        "unpause": ("berth.cli.containers", "unpause"), "top": ("berth.cli.containers", "top"),
+        "rename": ("berth.cli.containers", "rename"),
+        "prune": ("berth.cli.containers", "container_prune"),
     },
     "system": {
         "check": ("berth.cli.images", "system_check"),
@@ -84,7 +93,9 @@ Commands:
   restart   Restart containers                     kill      Kill running containers
   rm        Remove containers                      ps        List containers
   logs      Fetch the logs of a container          wait      Wait for containers to stop
-  export    Export a container's filesystem
+  exec      Run a command in a running container   top       Show a container's processes
+  pause     Pause containers                       unpause   Unpause containers
+  rename    Rename a container                     export    Export a container's filesystem
   pull      Download an image from a registry      push      Upload an image to a registry
   images    List images                            tag       Create a tag for an image
   rmi       Remove images                          history   Show the history of an image

@@ -309,6 +309,9 @@ class ContainerService:
                     "ExitCode", "Error", "StartedAt", "FinishedAt"):
             if key in reported:
                 state[key] = reported[key]
+        if record["state"].get("Paused") and state.get("Running"):
+            # Pausing is the engine's record; the monitor only sees a running process.
+            state.update(Paused=True, Status="paused")
         monitor_pid = reported.get("MonitorPid", 0)
         if state.get("Running") and monitor_pid and not _alive(monitor_pid):
             state.update(Running=False, Status="exited", Pid=0,
@@ -340,6 +343,93 @@ class ContainerService:
         finally:
             os.rmdir(target)
 
+    def _running(self, id_or_name, verb):
+        record = self.get(id_or_name)
+        if not record["state"].get("Running"):
+            raise Conflict(f"Container {record['id']} is not running")
+        return record
+
+    def exec_argv(self, id_or_name, command, *, tty=False, env=(), user="", workdir="",
+                  privileged=False, detach=False):
+        """The runtime command line that runs ``command`` in the container; the caller
+        runs it with its own stdio (so `berth exec` is exactly `berth-oci exec`)."""
+        record = self._running(id_or_name, "exec")
+        if record["state"].get("Paused"):
+            raise Conflict(f"Container {record['id']} is paused, unpause the container "
+                           f"before exec")
+        argv = self._runtime_argv(record) + ["exec"]
+        if tty:
+            argv.append("--tty")
+        if detach:
+            argv.append("--detach")
+        for item in env:
+            argv += ["--env", item]
+        if user:
+            argv += ["--user", _numeric_user(self, record, user)]
+        if workdir:
+            argv += ["--cwd", workdir]
+        if privileged:
+            from berth.spec.caps import CAPS
+            for cap in CAPS:
+                argv += ["--cap", cap]
+        return argv + [record["id"], *command]
+
+    def pause(self, id_or_name):
+        record = self._running(id_or_name, "pause")
+        self._runtime(record, "pause")
+        return self.store.update(record["id"], state={"Paused": True, "Status": "paused"})
+
+    def unpause(self, id_or_name):
+        record = self.get(id_or_name)
+        if not record["state"].get("Paused"):
+            raise Conflict(f"Container {record['id']} is not paused")
+        self._runtime(record, "resume")
+        return self.store.update(record["id"], state={"Paused": False, "Status": "running"})
+
+    def top(self, id_or_name, ps_args=()):
+        """(header, rows) of `ps` for the container's processes, as `docker top`."""
+        import subprocess
+
+        from berth.spec import jsonio
+        record = self._running(id_or_name, "top")
+        pids = jsonio.loads(self._runtime(record, "ps", "--format", "json")) or []
+        out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True,
+                             timeout=30)
+        if out.returncode != 0:
+            raise InvalidArgument(f"ps: {out.stderr.strip()}")
+        lines = out.stdout.splitlines()
+        header = lines[0].split()
+        if "PID" not in header:
+            raise InvalidArgument("Couldn't find PID field in ps output")
+        col = header.index("PID")
+        rows = [line for line in lines[1:] if len(line.split()) > col
+                and line.split()[col].isdigit() and int(line.split()[col]) in pids]
+        return lines[0], rows
+
+    def rename(self, id_or_name, new_name):
+        record = self.get(id_or_name)
+        return self.store.update(record["id"], name=new_name)
+
+    def prune(self):
+        """Remove every stopped container; (ids removed, bytes freed in their snapshots)."""
+        removed = []
+        for record in self.list(all_containers=True):
+            if record["state"].get("Running"):
+                continue
+            self.remove(record["id"])
+            removed.append(record["id"])
+        return removed
+
+    def _runtime(self, record, *args):
+        import subprocess
+
+        proc = subprocess.run(self._runtime_argv(record) + list(args) + [record["id"]],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise Conflict(lines[-1] if lines else f"{args[0]} failed")
+        return proc.stdout
+
     def inspect(self, id_or_name):
         """Docker's ContainerInspect object (the fields berth has)."""
         r = self.get(id_or_name)
@@ -365,6 +455,17 @@ class ContainerService:
         record = self.get(id_or_name)
         running = (lambda: self.get(record["id"])["state"].get("Running"))
         return read_logs(record["log_path"], running=running, **kw)
+
+
+def _numeric_user(svc, record, user):
+    """berth-oci exec takes numeric ids: resolve a name against the container's files."""
+    uid, _, gid = user.partition(":")
+    if uid.isdigit() and (not gid or gid.isdigit()):
+        return user
+    from berth.engine import spec
+    rootfs = os.path.join(svc.dir(record["id"]), "bundle", "rootfs")
+    u, g, _, _ = spec.resolve_user(rootfs, user)
+    return f"{u}:{g}"
 
 
 def _alive(pid):
