@@ -199,3 +199,22 @@ def test_exec_pause_top_rename_prune(berth):
     out = berth("container", "prune", "-f").stdout
     assert cid in out
     assert berth("ps", "-aq").stdout.strip() == ""
+
+
+def test_stats_and_attach(berth):
+    cid = berth("run", "-d", "-m", "32m", IMAGE, "sh", "-c",
+                "sleep 0.5; echo tick; sleep 100").stdout.strip()
+    out = berth("stats", "--no-stream", cid).stdout.splitlines()
+    assert out[0].split()[:3] == ["CONTAINER", "ID", "NAME"]
+    assert out[1].split()[0] == cid[:12] and "32MiB" in out[1]
+    proc = subprocess.Popen(berth.argv("attach", "--no-stdin", cid), env=berth.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        berth("exec", cid, "sh", "-c", "echo later > /proc/1/fd/1")
+        line = proc.stdout.readline()
+        assert line.strip() in ("tick", "later")
+    finally:
+        berth("rm", "-f", cid)
+        proc.wait(timeout=30)
+    assert time.monotonic() < deadline + 30

@@ -381,3 +381,48 @@ def container_prune(ctx, argv):
         ctx.out("")
     ctx.out("Total reclaimed space: 0B")
     return 0
+
+
+def attach(ctx, argv):
+    opts, args = parse(argv, [Flag("no-stdin"), Flag("sig-proxy", default=True),
+                              Flag("detach-keys", kind="string")])
+    if len(args) != 1:
+        raise UsageError('"attach" requires exactly 1 argument.')
+    stdin = None if opts["no_stdin"] else sys.stdin
+    return _service(ctx).attach(args[0], stdin=stdin, stdout=sys.stdout.buffer,
+                                stderr=sys.stderr.buffer)
+
+
+def stats(ctx, argv):
+    opts, args = parse(argv, [Flag("no-stream"), Flag("all", "a"), Flag("no-trunc"),
+                              Flag("format", kind="string")])
+    svc = _service(ctx)
+    names = args or [r["id"] for r in svc.list(all_containers=False)]
+    first = {}
+    for name in names:
+        first[name] = svc.stats(name)
+    time.sleep(0.5)
+    rows = []
+    for name in names:
+        record, data = svc.stats(name)
+        before = (first[name][1].get("cpu") or {}).get("usage", {}).get("total", 0)
+        now = (data.get("cpu") or {}).get("usage", {}).get("total", 0)
+        cpu = (now - before) / 0.5e9 * 100
+        mem = (data.get("memory") or {}).get("usage") or {}
+        usage, limit = mem.get("usage", 0), mem.get("limit", 0)
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        limit = limit if 0 < limit < host else host
+        pids = (data.get("pids") or {}).get("current", 0)
+        rows.append({"ID": record["id"] if opts["no_trunc"] else record["id"][:12],
+                     "Name": record["name"], "CPUPerc": f"{cpu:.2f}%",
+                     "MemUsage": f"{output.bytes_size(usage)} / {output.bytes_size(limit)}",
+                     "MemPerc": f"{usage / limit * 100 if limit else 0:.2f}%",
+                     "NetIO": "0B / 0B", "BlockIO": "0B / 0B", "PIDs": str(pids)})
+    if opts["format"]:
+        ctx.out(output.render(opts["format"], rows))
+        return 0
+    ctx.out(output.table(["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
+                          "NET I/O", "BLOCK I/O", "PIDS"],
+                         [[r["ID"], r["Name"], r["CPUPerc"], r["MemUsage"], r["MemPerc"],
+                           r["NetIO"], r["BlockIO"], r["PIDs"]] for r in rows]))
+    return 0

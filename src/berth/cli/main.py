@@ -44,6 +44,8 @@ COMMANDS = {
     "unpause": ("berth.cli.containers", "unpause"),
     "top": ("berth.cli.containers", "top"),
     "rename": ("berth.cli.containers", "rename"),
+    "attach": ("berth.cli.containers", "attach"),
+    "stats": ("berth.cli.containers", "stats"),
 }
 
 GROUPS = {
@@ -70,6 +72,7 @@ GROUPS = {
         "unpause": ("berth.cli.containers", "unpause"), "top": ("berth.cli.containers", "top"),
         "rename": ("berth.cli.containers", "rename"),
         "prune": ("berth.cli.containers", "container_prune"),
+        "attach": ("berth.cli.containers", "attach"), "stats": ("berth.cli.containers", "stats"),
     },
     "system": {
         "check": ("berth.cli.images", "system_check"),
@@ -96,6 +99,7 @@ Commands:
   exec      Run a command in a running container   top       Show a container's processes
   pause     Pause containers                       unpause   Unpause containers
   rename    Rename a container                     export    Export a container's filesystem
+  attach    Attach to a running container          stats     Containers' resource usage
   pull      Download an image from a registry      push      Upload an image to a registry
   images    List images                            tag       Create a tag for an image
   rmi       Remove images                          history   Show the history of an image

@@ -406,6 +406,13 @@ class ContainerService:
                 and line.split()[col].isdigit() and int(line.split()[col]) in pids]
         return lines[0], rows
 
+    def stats(self, id_or_name):
+        """The runtime's `events --stats` data for a running container."""
+        from berth.spec import jsonio
+        record = self._running(id_or_name, "stats")
+        out = self._runtime(record, "events", "--stats")
+        return record, (jsonio.loads(out.strip().splitlines()[0]).get("data") or {})
+
     def rename(self, id_or_name, new_name):
         record = self.get(id_or_name)
         return self.store.update(record["id"], name=new_name)
