@@ -8,7 +8,7 @@ import json
 import pytest
 
 from berth.flags import UsageError
-from berth.engine import units
+from berth import units
 from berth.engine.runopts import (
     RunOptions, host_config, parse_bind, parse_port_spec, parse_run_flags, parse_signal,
 )

@@ -8,19 +8,20 @@ SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src", "berth")
 ALLOWED = {
     "errors": set(),
     "flags": {"errors"},
+    "units": {"errors"},
     "sys": {"errors"},
     "spec": {"errors", "sys"},
     "cgroups": {"errors", "sys", "spec"},
-    "runtime": {"errors", "sys", "spec", "cgroups"},
+    "runtime": {"errors", "sys", "spec", "cgroups", "units"},
     "content": {"errors", "spec"},
     "metadata": {"errors"},
     "snapshots": {"errors", "sys", "spec", "metadata"},
     "registry": {"errors", "spec", "content", "images"},
     "images": {"errors", "sys", "spec", "content", "metadata", "snapshots", "registry"},
     "engine": {"errors", "sys", "spec", "content", "metadata", "snapshots", "images",
-               "flags"},
+               "flags", "units"},
     "cli": {"errors", "spec", "content", "metadata", "snapshots", "registry", "images",
-            "engine", "cli", "flags"},
+            "engine", "cli", "flags", "units"},
 }
 
 

@@ -163,7 +163,7 @@ class ContainerService:
     def _monitor_spec(self, record):
         hc = record.get("host_config") or {}
         log = (hc.get("LogConfig") or {}).get("Config") or {}
-        from berth.engine.units import ram_in_bytes
+        from berth.units import ram_in_bytes
         cdir = self.dir(record["id"])
         return mon.MonitorSpec(
             record["id"], os.path.join(cdir, "bundle"), self._runtime_argv(record),

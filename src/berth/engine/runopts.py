@@ -10,7 +10,7 @@ HostConfig a container record keeps; ``berth.engine.spec`` turns records into co
 import os
 
 from berth.flags import Flag, UsageError, parse
-from berth.engine.units import parse_cpus, parse_duration, ram_in_bytes
+from berth.units import parse_cpus, parse_duration, ram_in_bytes
 from berth.errors import InvalidArgument, Unsupported
 from berth.spec.caps import CAPS
 

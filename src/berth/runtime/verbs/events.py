@@ -23,57 +23,18 @@ FLAGS = _args.table(
 )
 
 # Go's time units, in nanoseconds.
-_UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
-          "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-_DIGITS = "0123456789"
-# How often the OOM counter and the init are looked at between stats events.
+# How often the OOM counter and the init are checked between stats events.
 _POLL = 0.2
 
 
 def parse_duration(text):
-    """Nanoseconds in a Go duration ("500ms", "1m30s", "-2h", "0"), as time.ParseDuration."""
-    quoted = '"' + text + '"'
-    s = text
-    negative = s[:1] == "-"
-    if s[:1] in ("-", "+"):
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise InvalidArgument(f"time: invalid duration {quoted}")
-    total = 0
-    while s:
-        i = 0
-        while i < len(s) and s[i] in _DIGITS:
-            i += 1
-        whole, s = s[:i], s[i:]
-        frac = ""
-        if s[:1] == ".":
-            i = 1
-            while i < len(s) and s[i] in _DIGITS:
-                i += 1
-            frac, s = s[1:i], s[i:]
-            if not whole and not frac:
-                raise InvalidArgument(f"time: invalid duration {quoted}")
-        elif not whole:
-            raise InvalidArgument(f"time: invalid duration {quoted}")
-        i = 0
-        while i < len(s) and s[i] != "." and s[i] not in _DIGITS:
-            i += 1
-        unit, s = s[:i], s[i:]
-        if not unit:
-            raise InvalidArgument(f"time: missing unit in duration {quoted}")
-        scale = _UNITS.get(unit)
-        if scale is None:
-            raise InvalidArgument(f'time: unknown unit "{unit}" in duration {quoted}')
-        total += int(whole or "0") * scale
-        if frac:
-            total += int(frac) * scale // 10 ** len(frac)
-        if total > 1 << 63:
-            raise InvalidArgument(f"time: invalid duration {quoted}")
-    if total == 1 << 63 and not negative:
-        raise InvalidArgument(f"time: invalid duration {quoted}")
-    return -total if negative else total
+    """A Go duration ("500ms", "1m30s") in nanoseconds; errors in Go's words."""
+    from berth.units import parse_duration as parse
+
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise InvalidArgument(str(err)) from None
 
 
 def _emit(event):
