@@ -18,22 +18,21 @@ _BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 def human_size(n, precision=3):
     """4.26MB, as docker prints sizes (decimal units, 3 significant digits)."""
-    n = float(n)
-    i = 0
-    while n >= 1000 and i < len(_DECIMAL) - 1:
-        n /= 1000
-        i += 1
-    return f"{_gfmt(n, precision)}{_DECIMAL[i]}"
+    return _scaled(n, 1000, _DECIMAL, precision)
 
 
 def bytes_size(n, precision=4):
     """1.5GiB, as docker prints memory (binary units)."""
+    return _scaled(n, 1024, _BINARY, precision)
+
+
+def _scaled(n, base, units, precision):
     n = float(n)
     i = 0
-    while n >= 1024 and i < len(_BINARY) - 1:
-        n /= 1024
+    while n >= base and i < len(units) - 1:
+        n /= base
         i += 1
-    return f"{_gfmt(n, precision)}{_BINARY[i]}"
+    return f"{_gfmt(n, precision)}{units[i]}"
 
 
 def _gfmt(x, precision):

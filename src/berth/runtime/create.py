@@ -157,7 +157,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         parent.expect("ready")
         if start_now:
             parent.await_exec()
-        master = _finish(pid, pid_file, local_console)
+        master = finish_launch(pid, pid_file, local_console)
         container.unlock()
         return Created(container, pid, manager, spec, master)
     except BaseException as err:
@@ -166,11 +166,15 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             err.cleanup_errors.extend(cleanup)
         raise
     finally:
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_quietly(fds)
+
+
+def close_quietly(fds):
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 # Devices every container may use whatever its config says, as runc allows them: mknod of
@@ -297,7 +301,7 @@ def _child_died(pid):
     return SystemFailure(f"container init (pid {pid}) exited during setup")
 
 
-def _finish(pid, pid_file, local_console):
+def finish_launch(pid, pid_file, local_console):
     """The steps create and exec end with: the pid file, and the pty master when the
     runtime itself relays the terminal. Returns the master fd (-1 without one)."""
     if pid_file:

@@ -11,6 +11,8 @@ import os
 
 from berth.errors import Conflict
 from berth.runtime import _sync
+from berth.runtime.create import close_quietly
+from berth.runtime.create import finish_launch
 from berth.runtime import process as proc
 from berth.sys import consts as C
 from berth.sys import linux
@@ -68,8 +70,7 @@ def enter(container, process, *, manager, seccomp_filter=None, console_socket=No
         parent.send("go")
         parent.expect("ready", "exec process")
         parent.await_exec()
-        from berth.runtime.create import _finish
-        return Entered(pid, _finish(pid, pid_file, local_console))
+        return Entered(pid, finish_launch(pid, pid_file, local_console))
     except BaseException:
         if pid > 0:
             try:
@@ -80,11 +81,7 @@ def enter(container, process, *, manager, seccomp_filter=None, console_socket=No
                 pass
         raise
     finally:
-        for fd in fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_quietly(fds)
 
 
 def _namespaces_to_join(init_pid):
