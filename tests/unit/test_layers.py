@@ -18,8 +18,9 @@ ALLOWED = {
     "snapshots": {"errors", "sys", "spec", "metadata"},
     "registry": {"errors", "spec", "content", "images"},
     "images": {"errors", "sys", "spec", "content", "metadata", "snapshots", "registry"},
+    "network": {"errors", "units", "sys", "spec", "metadata"},
     "engine": {"errors", "sys", "spec", "content", "metadata", "snapshots", "images",
-               "flags", "units"},
+               "flags", "units", "network"},
     "cli": {"errors", "spec", "content", "metadata", "snapshots", "registry", "images",
             "engine", "cli", "flags", "units"},
 }

@@ -166,6 +166,7 @@ def spawn_monitor(spec, *, start=True):
     message (SystemFailure) after the monitor cleaned up and exited."""
     import berth
     from berth.spec import jsonio
+    from berth.sys import spawn
 
     src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
     try:
@@ -177,12 +178,8 @@ def spawn_monitor(spec, *, start=True):
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
     try:
-        for fd in (spec_r, status_w):
-            os.set_inheritable(fd, True)
         argv = [PYTHON, "-IS", "-c", _BOOT % (src, spec_r, status_w)]
-        first = os.posix_spawn(PYTHON, argv, {"PATH": _PATH}, setsid=True, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDWR, 0),
-            (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)])
+        first = spawn.spawn_detached(argv, {"PATH": _PATH}, (spec_r, status_w))
     except OSError as err:
         for fd in (spec_r, spec_w, status_r, status_w):
             os.close(fd)
@@ -195,18 +192,9 @@ def spawn_monitor(spec, *, start=True):
         pass  # it died: its status pipe says nothing, reported below
     finally:
         os.close(spec_w)
-    chunks = []
-    try:
-        while True:
-            chunk = os.read(status_r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(status_r)
-        os.waitpid(first, 0)
+    said = spawn.collect(status_r, first)
     pid = 0
-    for line in b"".join(chunks).decode(errors="replace").splitlines():
+    for line in said.decode(errors="replace").splitlines():
         word, _, rest = line.partition(" ")
         if word == "error":
             raise SystemFailure(rest)
