@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from berth.runtime.state import Container
 from berth.runtime.verbs.list import rfc3339nano, table
 from berth.runtime.verbs.ps import filter_ps
 from berth.spec.runtime import Spec
@@ -26,9 +27,13 @@ def state(oci, cid):
     return json.loads(oci("state", cid).stdout)
 
 
+def recorded(oci, cid):
+    """The runtime's own record of a container (its state file)."""
+    return Container.load(oci.root, cid).state
+
+
 def cgroup_dir(oci, cid, controller):
-    with open(os.path.join(oci.root, cid, "state.json")) as f:
-        path = json.load(f)["cgroupPath"]
+    path = recorded(oci, cid)["cgroupPath"]
     for name in os.listdir(CGROUP):
         if controller in name.split(",") and not os.path.islink(os.path.join(CGROUP, name)):
             return os.path.join(CGROUP, name, path.lstrip("/"))
@@ -195,8 +200,7 @@ def test_update_flags(oci, running):
     oci("update", "--memory", "-1", running)
     assert int(read(memory, "memory.limit_in_bytes")) > 1 << 60
     # The config recorded in the container's state keeps what was set.
-    with open(os.path.join(oci.root, running, "state.json")) as f:
-        resources = json.load(f)["config"]["linux"]["resources"]
+    resources = recorded(oci, running)["config"]["linux"]["resources"]
     assert resources["pids"] == {"limit": 10}
     assert resources["cpu"]["quota"] == 50000 and resources["memory"]["limit"] == -1
 

@@ -127,18 +127,18 @@ def test_update_merges_one_level(store):
 
 
 def test_update_renames(store):
-    a = store.create(_record(name="a1"))
-    b = store.create(_record(name="b1"))
+    a = store.create(_record(name="first"))
+    b = store.create(_record(name="second"))
     assert store.update(a["id"], name="/renamed")["name"] == "renamed"
     assert store.get("renamed")["id"] == a["id"]
     with pytest.raises(NotFound):
-        store.get("a1")
-    with pytest.raises(AlreadyExists, match=f'"/b1" is already in use by container "{b["id"]}"'):
-        store.update(a["id"], name="b1")
+        store.get("first")
+    with pytest.raises(AlreadyExists, match=f'"/second" is already in use by container "{b["id"]}"'):
+        store.update(a["id"], name="second")
     with pytest.raises(InvalidArgument, match="Invalid container name"):
         store.update(a["id"], name="x")
     assert store.get(a["id"])["name"] == "renamed"
-    store.create(_record(name="a1"))  # the old name is free again
+    store.create(_record(name="first"))  # the old name is free again
 
 
 def _updater(root, cid, field, count):

@@ -37,7 +37,7 @@ controller or file the host lacks is Unsupported; a failing mkdir/rmdir/attach i
 SystemFailure. Only os, errno and time are imported.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.errors import InvalidArgument, Unsupported
 

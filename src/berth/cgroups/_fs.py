@@ -7,7 +7,7 @@ memory.limit_in_bytes: Device or resource busy". Tests may wrap ``write`` to rec
 """
 
 import errno
-import os
+from berth.sys import fastos as os
 import time
 
 from berth.errors import InvalidArgument, PermissionDenied, SystemFailure, Unsupported

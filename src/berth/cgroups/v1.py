@@ -8,7 +8,7 @@ holding a cgroup.procs file, except the name=systemd one ("systemd") and a cgrou
 ("cpu" -> "cpu,cpuacct") are skipped.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.cgroups import Manager, own_cgroups, resolve_path, _fs
 from berth.errors import InvalidArgument, SystemFailure, Unsupported

@@ -10,7 +10,7 @@ Device rules: v2 has no devices.allow; ``linux.resources.devices`` becomes an eB
 again replaces the program.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.cgroups import Manager, _fs
 from berth.errors import BerthError, InvalidArgument, SystemFailure, Unsupported

@@ -4,7 +4,7 @@ A child reports failure as ``error <Class> <text>`` and exits; the parent raises
 berth error class, so a bad mount in the init reads exactly as it would in the parent.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth import errors
 
@@ -71,7 +71,7 @@ class Channel:
             name, text = type(converted).__name__, _os_text(err)
         else:
             name, text = "SystemFailure", f"{type(err).__name__}: {err}"
-        if os.environ.get("BERTH_OCI_DEBUG"):
+        if os.getenv("BERTH_OCI_DEBUG"):
             import traceback
             text += " | " + " <- ".join(
                 f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_tb(err.__traceback__)))

@@ -3,7 +3,7 @@
 Imported only when a container asks for a terminal: ``socket`` is costly to import.
 """
 
-import os
+from berth.sys import fastos as os
 
 
 def connect(path):

@@ -6,7 +6,7 @@ prestart and createRuntime hooks when the init asks, and record the state once i
 Anything that fails undoes everything: no process, cgroup, fifo or state directory remains.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.errors import BerthError, InvalidArgument
 from berth.runtime import _sync

@@ -7,7 +7,7 @@ grandchild imports is imported before it enters the container's mount namespace:
 there the host's Python library is out of reach.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.errors import Conflict
 from berth.runtime import _sync

@@ -7,7 +7,7 @@ then on /proc/<pid>/exe of every runtime process points into a read-only mount a
 be opened for writing. This happens once per boot; every later call costs one statvfs.
 """
 
-import os
+from berth.sys import fastos as os
 import sys
 
 from berth.errors import PermissionDenied
@@ -22,11 +22,12 @@ def ensure_readonly_interpreter():
     if not exe or os.statvfs(exe).f_flag & os.ST_RDONLY:
         # Not passed on: a berth-oci started later (a hook's, in another mount namespace
         # where the bind is missing) must bind again, not fail.
-        os.environ.pop(_ENV, None)
+        if os.getenv(_ENV) is not None:
+            os.unsetenv(_ENV)
         return
     if not os.path.exists(os.path.join(os.path.dirname(exe), ".berth-interpreter")):
         return  # a development run (python -m berth.runtime): nothing of ours to protect
-    if os.environ.get(_ENV):
+    if os.getenv(_ENV):
         raise PermissionDenied(f"cannot keep the interpreter {exe} read-only")
     try:
         linux.mount(exe, exe, None, C.MS_BIND)
@@ -34,5 +35,5 @@ def ensure_readonly_interpreter():
                     | C.MS_NODEV)
     except OSError as err:
         raise PermissionDenied(f"cannot bind {exe} read-only: {err.strerror}") from None
-    os.environ[_ENV] = "1"
+    os.putenv(_ENV, "1")
     os.execv(exe, [exe, "-IS"] + sys.argv)

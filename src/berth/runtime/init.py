@@ -12,7 +12,7 @@ CVE-2019-5736 class); berth's launcher also runs the interpreter from a read-onl
 """
 
 import fcntl
-import os
+from berth.sys import fastos as os
 
 from berth.runtime import process as proc
 from berth.runtime.rootfs import Rootfs
@@ -182,7 +182,7 @@ def container_init(cfg, in_userns):
         hooks = None
         if spec.hooks.create_container or spec.hooks.start_container:
             from berth.runtime import hooks
-        if os.environ.get("BERTH_OCI_DEBUG"):
+        if os.getenv("BERTH_OCI_DEBUG"):
             import traceback  # noqa: F401
 
         keep = {ch.rfd, ch.wfd, cfg.fifo_fd, cfg.console_fd, cfg.terminal_slave_fd}

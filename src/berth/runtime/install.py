@@ -23,7 +23,13 @@ MARKER = ".berth-interpreter"
 BUNDLED = ("berth", "berth.errors", "berth.spec", "berth.sys", "berth.cgroups", "berth.runtime")
 
 LAUNCHER = """#!{interpreter} -IS
-# berth-oci launcher, written by `python -m berth.runtime.install`.
+# berth-oci launcher, written by `python -m berth.runtime.install`: its code is in
+# {boot} (compiled, so no call compiles it).
+import berth_oci_boot
+"""
+
+# The launcher's body, compiled at install time into <libdir>/lib/berth_oci_boot.pyc.
+BOOT = """# Written by `python -m berth.runtime.install`.
 # The cyclic collector only costs a short-lived process time (~1 ms of passes while
 # berth-oci imports its modules): it is off before the first import.
 import gc
@@ -88,6 +94,18 @@ from berth.runtime.main import entry  # noqa: E402
 entry()
 """
 
+# Where the interpreter copy looks for modules (a ._pth file beside an interpreter replaces
+# the search for its prefix and sets sys.path; it also implies -I and no site). The first
+# entry is a small directory of berth's own: the interpreter imports `encodings` at every
+# start, and finding it among the ~200 entries of the standard library's directory (then
+# 125 in encodings/) costs ~0.7 ms a call, so the three modules it needs are there too.
+PTH = """lib
+{stdlib}/lib-dynload
+{stdlib}
+"""
+
+# Appended to the copied encodings/__init__: any other codec still comes from the host.
+ENCODINGS_TAIL = "\n__path__.append({host!r})\n"
 
 CLI_LAUNCHER = """#!{python}
 # berth launcher, written by `python -m berth.runtime.install`.
@@ -127,10 +145,11 @@ def install(prefix="/usr/local", python="/usr/bin/python3"):
     write_bundle(src, bundle)
     bindir = os.path.join(prefix, "bin")
     os.makedirs(bindir, exist_ok=True)
+    boot = _write_lib(interpreter, libdir, src, bundle)
     launcher = os.path.join(bindir, "berth-oci")
     tmp = launcher + ".tmp"
     with open(tmp, "w") as f:
-        f.write(LAUNCHER.format(interpreter=interpreter, src=src, bundle=bundle))
+        f.write(LAUNCHER.format(interpreter=interpreter, boot=boot))
     os.chmod(tmp, 0o755)
     os.rename(tmp, launcher)
     install_cli(prefix, src)
@@ -138,6 +157,53 @@ def install(prefix="/usr/local", python="/usr/bin/python3"):
     import compileall
     compileall.compile_dir(os.path.join(src, "berth"), quiet=1)
     return launcher
+
+
+def _write_lib(interpreter, libdir, src, bundle):
+    """The interpreter copy's ._pth file and lib/ (encodings, the launcher's compiled body).
+
+    The modules are compiled by the interpreter copy itself, so their magic matches it."""
+    import subprocess
+
+    stdlib = subprocess.run(
+        [interpreter, "-IS", "-c", "import sys; print(sys.path[-1] if sys.path[-1].endswith"
+         "('lib-dynload') else [p for p in sys.path if p.endswith('lib-dynload')][0])"],
+        check=True, capture_output=True, text=True).stdout.strip().rpartition("/")[0]
+    lib = os.path.join(libdir, "lib")
+    staging = lib + ".tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(os.path.join(staging, "encodings"))
+    sources = {"berth_oci_boot": BOOT.format(src=src, bundle=bundle)}
+    host = os.path.join(stdlib, "encodings")
+    for name in ("__init__", "aliases", "utf_8"):
+        with open(os.path.join(host, name + ".py"), encoding="utf-8") as f:
+            text = f.read()
+        if name == "__init__":
+            text += ENCODINGS_TAIL.format(host=host)
+        sources["encodings/" + name] = text
+    for name, text in sources.items():
+        with open(os.path.join(staging, name + ".py"), "w", encoding="utf-8") as f:
+            f.write(text)
+    # Sourceless .pyc files beside nothing: the import system reads them without stat-ing
+    # a source.
+    compile_them = ("import py_compile, sys\nfor p in sys.argv[1:]:\n"
+                    "    py_compile.compile(p, cfile=p + 'c', doraise=True,\n"
+                    "                       dfile=p.replace('/lib.tmp/', '/lib/'))\n")
+    paths = [os.path.join(staging, name + ".py") for name in sources]
+    subprocess.run([interpreter, "-IS", "-c", compile_them, *paths], check=True)
+    for p in paths:
+        os.unlink(p)
+    old = lib + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(lib):
+        os.rename(lib, old)
+    os.rename(staging, lib)
+    shutil.rmtree(old, ignore_errors=True)
+    pth = interpreter + "._pth"
+    with open(pth + ".tmp", "w") as f:
+        f.write(PTH.format(stdlib=stdlib))
+    os.rename(pth + ".tmp", pth)
+    return os.path.join(lib, "berth_oci_boot.pyc")
 
 
 def write_bundle(src, path):

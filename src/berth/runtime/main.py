@@ -5,7 +5,7 @@ Errors print as one line on stderr (and in the --log file, in text or JSON, wher
 containerd and podman look for them) and exit 1; `run` exits with the container's status.
 """
 
-import os
+from berth.sys import fastos as os
 import sys
 
 from berth.errors import BerthError

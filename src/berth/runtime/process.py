@@ -7,7 +7,7 @@ KEEPCAPS so the permitted set survives; then the capability sets, ambient last; 
 and the seccomp filter go last, so the runtime's own calls are never filtered.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.errors import InvalidArgument, NotFound, PermissionDenied
 from berth.spec import caps as _caps

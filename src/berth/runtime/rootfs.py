@@ -9,7 +9,7 @@ mounted through a symlink.
 """
 
 import errno
-import os
+from berth.sys import fastos as os
 import stat
 
 from berth.errors import InvalidArgument, PermissionDenied

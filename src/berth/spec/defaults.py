@@ -5,7 +5,7 @@ capabilities, the standard pseudo-filesystems, every namespace but user and time
 /proc and /sys paths a container should not see or change.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.spec.runtime import OCI_VERSION
 

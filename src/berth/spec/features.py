@@ -1,7 +1,7 @@
 """What ``berth-oci features`` prints: the runtime-spec features document for this runtime
 on this host (features-schema.json), as ``runc features`` does."""
 
-import os
+from berth.sys import fastos as os
 
 from berth import __version__
 from berth.spec.caps import CAPS

@@ -7,7 +7,7 @@ when the config is fine but this host cannot honour it). Types were already chec
 the filesystem only for the fields that name a path.
 """
 
-import os
+from berth.sys import fastos as os
 from stat import S_ISDIR
 
 from berth.spec.ident import validate_id  # noqa: F401 - part of this module's API

@@ -6,7 +6,7 @@ a verifier refusal carries the verifier's log.
 """
 
 import ctypes
-import os
+from berth.sys import fastos as os
 import struct
 
 from berth.sys import linux

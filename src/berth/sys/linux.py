@@ -5,7 +5,7 @@ names the operation and the path, and decides nothing. ``LIBC`` is looked up onc
 replaced by tests (``set_libc``) with an object that records calls.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.sys import _ffi as ctypes
 

@@ -9,7 +9,7 @@ The constants are libseccomp's ABI values from <seccomp.h> (2.5.x).
 """
 
 import ctypes
-import os
+from berth.sys import fastos as os
 
 # ---- actions (uint32 SCMP_ACT_*); ERRNO and TRACE carry 16 bits of data ----
 ACT_KILL_PROCESS = 0x80000000

@@ -4,7 +4,7 @@ A created container may be deleted as is (its init is killed), as runc allows. W
 --force a running one is killed first; a missing container is not an error then.
 """
 
-import os
+from berth.sys import fastos as os
 import time
 
 from berth.errors import Conflict, NotFound

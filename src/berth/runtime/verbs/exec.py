@@ -4,7 +4,7 @@ Without --process, the new process starts from the container's own (env, cwd, us
 capabilities, rlimits, no_new_privs) with the flags' changes on top, as runc does.
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.errors import InvalidArgument
 from berth.runtime import _args
@@ -123,7 +123,7 @@ def main(g, verb, argv):
         import struct  # noqa: F401
 
         import berth.runtime.console  # noqa: F401
-    if os.environ.get("BERTH_OCI_DEBUG"):
+    if os.getenv("BERTH_OCI_DEBUG"):
         import traceback  # noqa: F401
     manager = c.cgroup()
     entered = enter(c, process, manager=manager, seccomp_filter=seccomp_filter,

@@ -36,7 +36,7 @@ def parse_signal(text):
 
 
 def kill(root, container_id, sig, all_processes=False):
-    import os
+    from berth.sys import fastos as os
 
     c = Container.locked(root, container_id)
     try:

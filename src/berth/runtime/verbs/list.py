@@ -5,7 +5,7 @@ JSON array of runc's containerState objects (``null`` when there are none, as ru
 The owner is the user owning the container's state directory; a stopped container's pid is 0.
 """
 
-import os
+from berth.sys import fastos as os
 import sys
 
 from berth.errors import BerthError, InvalidArgument

@@ -1,7 +1,7 @@
 """`berth-oci pause ID` and `berth-oci resume ID`: freeze or thaw every process of a container.
 
 As runc: a running or created container may be paused, only a paused one resumed. The
-freezer does the work; state.json's "paused" records it for `state` and `list`.
+freezer does the work; the state file's "paused" records it for `state` and `list`.
 """
 
 from berth.errors import Conflict

@@ -6,7 +6,7 @@ config asks for one and no console socket is given, deletes the container afterw
 (unless --keep), and exits with the container's status (128+signal when killed).
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.runtime import _args
 from berth.runtime.main import need_id

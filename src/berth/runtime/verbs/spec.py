@@ -3,7 +3,7 @@
 runc indents with a tab; berth writes two spaces (the JSON is the same).
 """
 
-import os
+from berth.sys import fastos as os
 
 from berth.errors import AlreadyExists, InvalidArgument
 from berth.runtime import _args

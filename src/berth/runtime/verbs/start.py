@@ -1,6 +1,6 @@
 """`berth-oci start ID`: release a created container's init to exec the user's process."""
 
-import os
+from berth.sys import fastos as os
 
 from berth.errors import Conflict, SystemFailure
 from berth.runtime.main import need_id
