@@ -24,6 +24,7 @@ import fcntl
 import os
 
 from berth.errors import SystemFailure
+from berth.network._files import write_atomic
 from berth.sys import spawn
 
 PYTHON = spawn.PYTHON
@@ -48,22 +49,7 @@ def write_records(root, table):
     and tell a running server to read it now rather than at its next look."""
     from berth.spec import jsonio
 
-    path = records_path(root)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    data = jsonio.dumps(table).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
+    write_atomic(records_path(root), jsonio.dumps(table).encode())
     pid = server_pid(root)
     if pid:
         try:

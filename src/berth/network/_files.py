@@ -1,0 +1,21 @@
+"""Files the network package keeps, written whole: temp, fsync, rename."""
+
+import os
+
+
+def write_atomic(path, data, mode=0o644):
+    """Replace ``path`` with ``data`` (bytes); a crash leaves the old file or the new one."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
