@@ -422,9 +422,6 @@ def test_cpus_beyond_the_host(monkeypatch):
 
 
 @pytest.mark.parametrize("words,words_in_message", [
-    (["-v", "data:/data"], "named volumes"),
-    (["-v", "/data"], "anonymous volumes"),
-    (["--mount", "type=volume,src=data,dst=/data"], "volumes come with"),
     (["--network", "container:web"], "--network container"),
     (["--log-driver", "syslog"], 'logging driver "syslog"'),
 ])
@@ -432,6 +429,37 @@ def test_not_yet(words, words_in_message):
     with pytest.raises(Unsupported) as info:
         run(*words, "alpine")
     assert words_in_message in str(info.value)
+
+
+def test_volume_flags():
+    from berth.engine import runopts, volumes
+
+    opts, _, _ = run("-v", "data:/data:ro", "-v", "/anon", "--mount",
+                     "type=volume,src=v2,dst=/v2,volume-nocopy,volume-label=a=b",
+                     "--mount", "type=volume,dst=/v3,readonly", "alpine")
+    planned = volumes.plan({"Volumes": {"/img": {}, "/anon": {}}}, runopts.host_config(opts))
+    got = {(p["name"], p["dest"], p["ro"], p["nocopy"]) for p in planned}
+    assert got == {("data", "/data", True, False), ("", "/anon", False, False),
+                   ("v2", "/v2", False, True), ("", "/v3", True, False),
+                   ("", "/img", False, False)}
+    opts, _, _ = run("-v", "a:/x", "--tmpfs", "/x", "alpine")
+    with pytest.raises(InvalidArgument, match="Duplicate mount point: /x"):
+        volumes.plan({}, runopts.host_config(opts))
+
+
+def test_volume_options():
+    from berth.engine import volumes
+
+    with pytest.raises(InvalidArgument, match='invalid option: "bogus"'):
+        volumes.check_options({"bogus": "1"})
+    with pytest.raises(InvalidArgument, match='missing required option: "device"'):
+        volumes.check_options({"type": "tmpfs"})
+    volumes.check_options({"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+    with pytest.raises(InvalidArgument, match="includes invalid characters"):
+        volumes.check_name("a/b")
+    assert volumes._device_mount({"type": "none", "o": "bind", "device": "/srv"}, "/d",
+                                 True) == {"destination": "/d", "type": "bind",
+                                           "source": "/srv", "options": ["rbind", "ro"]}
 
 
 def test_flag_errors_are_usage_errors():

@@ -166,7 +166,8 @@ def kill(ctx, argv):
 def rm(ctx, argv):
     opts, args = parse(argv, [Flag("force", "f"), Flag("volumes", "v"), Flag("link", "l")])
     _need(args, 1, "rm")
-    return _each(ctx, args, lambda svc, n: svc.remove(n, force=opts["force"]))
+    return _each(ctx, args, lambda svc, n: svc.remove(n, force=opts["force"],
+                                                      volumes=opts["volumes"]))
 
 
 def _each(ctx, args, fn):

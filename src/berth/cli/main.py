@@ -46,6 +46,9 @@ COMMANDS = {
     "rename": ("berth.cli.containers", "rename"),
     "attach": ("berth.cli.containers", "attach"),
     "stats": ("berth.cli.containers", "stats"),
+    "cp": ("berth.cli.files", "cp"),
+    "diff": ("berth.cli.files", "diff"),
+    "commit": ("berth.cli.files", "commit"),
 }
 
 GROUPS = {
@@ -73,10 +76,19 @@ GROUPS = {
         "rename": ("berth.cli.containers", "rename"),
         "prune": ("berth.cli.containers", "container_prune"),
         "attach": ("berth.cli.containers", "attach"), "stats": ("berth.cli.containers", "stats"),
+        "cp": ("berth.cli.files", "cp"), "diff": ("berth.cli.files", "diff"),
+        "commit": ("berth.cli.files", "commit"),
+    },
+    "volume": {
+        "create": ("berth.cli.volumes", "create"), "ls": ("berth.cli.volumes", "ls"),
+        "list": ("berth.cli.volumes", "ls"), "inspect": ("berth.cli.volumes", "inspect"),
+        "rm": ("berth.cli.volumes", "rm"), "remove": ("berth.cli.volumes", "rm"),
+        "prune": ("berth.cli.volumes", "prune"),
     },
     "system": {
         "check": ("berth.cli.images", "system_check"),
         "prune": ("berth.cli.images", "system_prune"),
+        "df": ("berth.cli.volumes", "system_df"),
     },
 }
 
@@ -100,6 +112,8 @@ Commands:
   pause     Pause containers                       unpause   Unpause containers
   rename    Rename a container                     export    Export a container's filesystem
   attach    Attach to a running container          stats     Containers' resource usage
+  cp        Copy files to or from a container      diff      Changes to a container's files
+  commit    Create an image from a container
   pull      Download an image from a registry      push      Upload an image to a registry
   images    List images                            tag       Create a tag for an image
   rmi       Remove images                          history   Show the history of an image
@@ -110,7 +124,7 @@ Commands:
 
 Management commands:
   container Manage containers                      image     Manage images
-  system    Manage berth
+  system    Manage berth                           volume    Manage volumes
 
 Run 'berth COMMAND --help' for more information on a command.
 """

@@ -73,6 +73,9 @@ class ContainerService:
         config = spec.merge_image_config((image.config.get("config") or {}), opts)
         config["Image"] = image_name or opts.image
         hc = runopts.host_config(opts)
+        from berth.engine import volumes
+        planned = volumes.plan(config, hc)
+        new_volumes = []
         cdir = self.dir(cid)
         os.makedirs(cdir, mode=0o711, exist_ok=True)
         snap = self.images.snapshotter()
@@ -103,7 +106,8 @@ class ContainerService:
                                  host_network=opts.network == "host")
             # The user and /etc/passwd are read from the image's top layer chain: mount it
             # read-only for that, then build config.json against the bundle's rootfs.
-            oci = self._spec_for(record, rootfs, hostname, etc, snap, image)
+            oci = self._spec_for(record, rootfs, hostname, etc, snap, image,
+                                 (planned, new_volumes))
             from berth.spec import jsonio
             with open(os.path.join(cdir, "bundle", "config.json"), "w") as f:
                 f.write(jsonio.dumps(oci))
@@ -114,10 +118,25 @@ class ContainerService:
             except Exception:  # noqa: BLE001 - the original error is what matters
                 pass
             shutil.rmtree(cdir, ignore_errors=True)
+            self._drop_volumes(new_volumes)
             raise
         return record
 
-    def _spec_for(self, record, rootfs, hostname, etc, snap, image):
+    @property
+    def volumes(self):
+        if getattr(self, "_volumes", None) is None:
+            from berth.engine.volumes import VolumeService
+            self._volumes = VolumeService(self.root, self.images.meta)
+        return self._volumes
+
+    def _drop_volumes(self, names):
+        for name in names:
+            try:
+                self.volumes.remove(name, force=True)
+            except Conflict:
+                pass  # another container uses it now
+
+    def _spec_for(self, record, rootfs, hostname, etc, snap, image, volumes=((), [])):
         from berth.engine import spec
         from berth.snapshots import mount_all, unmount
 
@@ -129,7 +148,12 @@ class ContainerService:
             if image.chain_id:
                 mount_all(snap.view(view, image.chain_id), lookup)
                 mounted = True
-            oci = spec.oci_spec(record, lookup, hostname=hostname, etc=etc)
+            from berth.engine.volumes import bind_points
+            extra, points = self.volumes.attach(volumes[0], lookup if mounted else None,
+                                                volumes[1])
+            record["mounts"] = points + bind_points(record["host_config"])
+            oci = spec.oci_spec(record, lookup, hostname=hostname, etc=etc,
+                                extra_mounts=extra)
         finally:
             if mounted:
                 unmount(lookup)
@@ -279,7 +303,18 @@ class ContainerService:
                 pass
             self.store.delete(record["id"])
         shutil.rmtree(self.dir(record["id"]), ignore_errors=True)
+        if volumes or (record.get("host_config") or {}).get("AutoRemove"):
+            from berth.engine.volumes import ANONYMOUS_LABEL
+            self._drop_volumes(m["Name"] for m in record.get("mounts") or ()
+                               if m.get("Type") == "volume" and ANONYMOUS_LABEL in
+                               (self._volume_labels(m["Name"])))
         return record
+
+    def _volume_labels(self, name):
+        try:
+            return self.volumes.get(name).get("Labels") or {}
+        except NotFound:
+            return {}
 
     # ------------------------------------------------------------ views
 
@@ -453,7 +488,7 @@ class ContainerService:
             "RestartCount": r.get("restart_count", 0), "Driver": "overlay2",
             "Platform": "linux", "HostConfig": dict(r["host_config"]),
             "Config": dict(conf, Hostname=conf.get("Hostname") or r["id"][:12]),
-            "Mounts": [],
+            "Mounts": list(r.get("mounts") or ()),
         }
 
     def logs(self, id_or_name, **kw):

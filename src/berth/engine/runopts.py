@@ -771,35 +771,38 @@ _BIND_MODES = {"rw", "ro", "z", "Z", "nocopy", "consistent", "cached", "delegate
 
 
 def check_bind(spec):
-    """Docker's -v grammar: ``host:ctr[:mode]`` where host is absolute (a name would be a
-    named volume), mode a comma list of ro|rw, z|Z, a propagation, nocopy."""
+    """Docker's -v grammar: ``[src:]ctr[:mode]`` where src is an absolute host path or a
+    volume name (none: an anonymous volume), mode a comma list of ro|rw, z|Z, a
+    propagation, nocopy."""
     parts = spec.split(":")
     if len(parts) == 1 or len(parts) == 2 and _valid_mode(parts[1]):
         if len(parts) == 2:
             raise InvalidArgument(f"invalid volume specification: '{spec}'")
-        raise Unsupported(f"anonymous volumes come with volume support (the volumes issue): "
-                          f"use a host path, -v /host/dir:{spec}")
+        _check_destination(spec, spec, "volume")
+        return
     if len(parts) > 3:
         raise InvalidArgument(f"invalid volume specification: '{spec}'")
     src, dst = parts[0], parts[1]
     mode = parts[2] if len(parts) == 3 else ""
     if not _valid_mode(mode):
         raise InvalidArgument(f"invalid mode: {mode}")
-    if not dst.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config "
-                              f"for type \"bind\": invalid mount path: '{dst}' mount path "
-                              f"must be absolute")
-    if dst == "/":
-        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config "
-                              f"for type \"bind\": invalid specification: destination can't "
-                              f"be '/'")
+    _check_destination(spec, dst, "bind" if src.startswith("/") else "volume")
     if not src.startswith("/"):
         if not src or not (src[0].isalnum() and all(c.isalnum() or c in "_.-" for c in src)):
             raise InvalidArgument(f'"{src}" includes invalid characters for a local volume '
                                   f'name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If '
                                   f"you intended to pass a host directory, use absolute path")
-        raise Unsupported(f"named volumes come with volume support (the volumes issue): use "
-                          f"a host path instead of {src!r}")
+
+
+def _check_destination(spec, dst, kind):
+    if not dst.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config "
+                              f"for type \"{kind}\": invalid mount path: '{dst}' mount path "
+                              f"must be absolute")
+    if dst == "/":
+        raise InvalidArgument(f"invalid volume specification: '{spec}': invalid mount config "
+                              f"for type \"{kind}\": invalid specification: destination "
+                              f"can't be '/'")
 
 
 def _valid_mode(mode):
@@ -819,8 +822,11 @@ def _valid_mode(mode):
 
 
 def parse_bind(spec):
-    """(source, destination, read_only, propagation) of a checked -v value."""
+    """(source, destination, read_only, propagation) of a checked -v value; the source is
+    a volume name, or "" for an anonymous volume."""
     parts = spec.split(":")
+    if len(parts) == 1:
+        return "", spec, False, "rprivate"
     mode = parts[2].split(",") if len(parts) == 3 else []
     prop = next((m for m in mode if m in _PROPAGATIONS), "rprivate")
     return parts[0], parts[1], "ro" in mode, prop
@@ -901,8 +907,24 @@ def parse_mount(text):
             raise InvalidArgument('invalid mount config for type "tmpfs": field Source must '
                                   'be empty')
     elif kind == "volume":
-        raise Unsupported("volumes come with volume support (the volumes issue): use "
-                          "--mount type=bind or type=tmpfs")
+        _check_mount_target(mount)
+        src = mount["Source"]
+        if src and not (src[0].isalnum() and all(c.isalnum() or c in "_.-" for c in src)):
+            raise InvalidArgument(f'invalid mount config for type "volume": "{src}" '
+                                  f'includes invalid characters for a local volume name, only '
+                                  f'"[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed')
+        options = {}
+        if "volume-nocopy" in volume:
+            options["NoCopy"] = _mount_bool("volume-nocopy", volume["volume-nocopy"],
+                                            volume["volume-nocopy"] != "")
+        if volume.get("volume-label"):
+            key, _, value = volume["volume-label"].partition("=")
+            options["Labels"] = {key: value}
+        for key in ("volume-driver", "volume-opt", "volume-subpath"):
+            if key in volume and volume[key] not in ("", "local"):
+                raise Unsupported(f"--mount {key} is not supported by berth")
+        if options:
+            mount["VolumeOptions"] = options
     else:
         raise InvalidArgument(f'invalid mount config for type "{kind}": mount type unknown')
     return mount

@@ -556,6 +556,8 @@ def _user_mounts(hc, etc, readonly_root):
                            "options": opts})
     for spec in hc.get("Binds") or ():
         src, dst, ro, prop = parse_bind(spec)
+        if not src.startswith("/"):
+            continue  # a volume: engine/volumes.py gives its mount (extra_mounts)
         if not os.path.exists(src):
             # -v creates a missing host directory, as Docker does (--mount refuses).
             try:
