@@ -44,8 +44,8 @@ def create(ctx, argv):
     name = opts["name"]
     if args:
         if name and name != args[0]:
-            raise UsageError(f"conflicting options: either specify --name or provide "
-                             f"positional arg, not both")
+            raise UsageError("conflicting options: either specify --name or provide "
+                             "positional arg, not both")
         name = args[0]
     try:
         rec = _service(ctx).create(name, opts["driver"], _kv(opts["label"], "label"),
