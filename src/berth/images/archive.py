@@ -418,16 +418,48 @@ def import_rootfs(svc, fileobj, target=None, changes=(), message=None, platform=
             "history": [{"created": created, "created_by": "",
                          "comment": message or "Imported from -"}],
         })
-        config_raw = _dumps(config)
-        config_digest = lease.put(config_raw)
-        manifest = _dumps({
-            "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-            "config": _descriptor(mf.OCI_CONFIG, config_digest, len(config_raw)),
-            "layers": [layer]})
-        target_desc = _descriptor(mf.OCI_MANIFEST, lease.put(manifest), len(manifest))
-        unpack_layers(svc, [layer], [diff_id], lease.id)
-        _record(svc, [(target_desc, [str(ref)] if ref else [])])
+        return _store_image(svc, lease, config, [layer], ref)
+
+
+def _store_image(svc, lease, config, layers, ref):
+    """Store ``config`` and an OCI manifest of ``layers``, unpack them and record the image
+    (named ``ref``, or dangling); its id."""
+    config_raw = _dumps(config)
+    config_digest = lease.put(config_raw)
+    manifest = _dumps({
+        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
+        "config": _descriptor(mf.OCI_CONFIG, config_digest, len(config_raw)),
+        "layers": layers})
+    target_desc = _descriptor(mf.OCI_MANIFEST, lease.put(manifest), len(manifest))
+    unpack_layers(svc, layers, config["rootfs"]["diff_ids"], lease.id)
+    _record(svc, [(target_desc, [str(ref)] if ref else [])])
     return config_digest
+
+
+def add_layer(svc, base, fileobj, target=None, config=None, history=None):
+    """`berth commit`'s image: ``base`` (an Image) plus the tar ``fileobj`` as a new top
+    layer, with ``config`` (Docker's container config object) and one more ``history``
+    entry; named ``target`` (None: dangling). Returns the new image id."""
+    ref = None
+    if target:
+        ref = reference.parse(target)
+        if ref.digest:
+            raise InvalidArgument("refusing to create a tag with a digest reference")
+    with _Lease(svc, "commit") as lease:
+        layer, diff_id = _store_gzip_layer(svc, fileobj, lease)
+        for old in base.manifest.layers:
+            lease.add(old["digest"])
+        image_config = json.loads(base.config_raw)
+        image_config["created"] = (history or {}).get("created") or now_rfc3339()
+        image_config["config"] = config or {}
+        image_config["rootfs"] = {"type": "layers",
+                                  "diff_ids": list(base.diff_ids) + [diff_id]}
+        image_config["history"] = list(image_config.get("history") or []) + \
+            ([history] if history else [])
+        if history and history.get("author"):
+            image_config["author"] = history["author"]
+        layers = [dict(x) for x in base.manifest.layers] + [layer]
+        return _store_image(svc, lease, image_config, layers, ref)
 
 
 # ================================================================ save
