@@ -4,50 +4,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IMAGE = "busybox:test"
+from tests.integration.berthcli import IMAGE, berth_with_busybox
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
                                 reason="berth-oci is not installed (make install-bin)")
 
 
-class Berth:
-    def __init__(self, root):
-        self.root = str(root)
-        self.env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
-
-    def argv(self, *args):
-        return [sys.executable, "-m", "berth.cli", "--root", self.root, *args]
-
-    def __call__(self, *args, check=True, input=None, timeout=120):
-        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,
-                              input=input, timeout=timeout, stdin=None if input else
-                              subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"berth {' '.join(args)} exited {proc.returncode}\n"
-                                 f"{proc.stdout}{proc.stderr}")
-        return proc
-
-
 @pytest.fixture(scope="module")
 def berth(busybox_rootfs, tmp_path_factory):
-    root = tmp_path_factory.mktemp("berth-root")
-    b = Berth(root)
-    tar = root / "busybox.tar"
-    with tarfile.open(tar, "w") as t:
-        for name in sorted(os.listdir(busybox_rootfs)):
-            t.add(os.path.join(busybox_rootfs, name), arcname=name)
-    b("import", "--change", 'CMD ["sh"]', str(tar), IMAGE)
-    yield b
-    for cid in b("ps", "-aq", check=False).stdout.split():
-        b("rm", "-f", cid, check=False)
-    assert not [line for line in open("/proc/self/mountinfo") if str(root) in line]
+    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 def test_run_output_and_exit_codes(berth):

@@ -182,15 +182,17 @@ def _container_dest(root, dest, cname):
 
 
 def _open_dest_dir(root, dest, cname):
+    path = dest if dest.startswith("/") else "/" + dest
     try:
-        fd = fstree.open_in_root(root, dest if dest.startswith("/") else "/" + dest, _DIR)
+        fd = fstree.open_in_root(root, path, os.O_PATH)
     except NotFound:
         raise NotFound(f"Could not find the file {dest} in container {cname}") from None
-    except errors.SystemFailure as err:
-        if err.errno == 20:
-            raise InvalidArgument(f'destination "{dest}" must be a directory') from None
-        raise
-    return fd
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise InvalidArgument(f'destination "{dest}" must be a directory')
+        return os.open(f"/proc/self/fd/{fd}", _DIR)
+    finally:
+        os.close(fd)
 
 
 def _copy_to(src_parent, base, contents, follow, owner, dest, src):

@@ -1,0 +1,50 @@
+"""The `berth` command run as a subprocess against a private root, for the CLI tests.
+
+``Berth(root)("run", ...)`` runs ``python3 -m berth.cli --root ROOT ...`` and raises on a
+non-zero exit unless check=False. ``berth_with_busybox`` makes a root holding the local
+busybox rootfs imported as IMAGE, yields its Berth, and afterwards removes every container
+and checks that no mount below the root is left.
+"""
+
+import os
+import subprocess
+import sys
+import tarfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGE = "busybox:test"
+
+
+class Berth:
+    def __init__(self, root):
+        self.root = str(root)
+        self.env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+
+    def argv(self, *args):
+        return [sys.executable, "-m", "berth.cli", "--root", self.root, *args]
+
+    def __call__(self, *args, check=True, input=None, timeout=120):
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,
+                              input=input, timeout=timeout, stdin=None if input else
+                              subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"berth {' '.join(args)} exited {proc.returncode}\n"
+                                 f"{proc.stdout}{proc.stderr}")
+        return proc
+
+
+def berth_with_busybox(busybox_rootfs, tmp_path_factory, changes=('CMD ["sh"]',)):
+    root = tmp_path_factory.mktemp("berth-root")
+    b = Berth(root)
+    tar = root / "busybox.tar"
+    with tarfile.open(tar, "w") as t:
+        for name in sorted(os.listdir(busybox_rootfs)):
+            t.add(os.path.join(busybox_rootfs, name), arcname=name)
+    args = []
+    for change in changes:
+        args += ["--change", change]
+    b("import", *args, str(tar), IMAGE)
+    yield b
+    for cid in b("ps", "-aq", check=False).stdout.split():
+        b("rm", "-f", "-v", cid, check=False)
+    assert not [line for line in open("/proc/self/mountinfo") if str(root) in line]
