@@ -219,7 +219,7 @@ def test_table_changes_are_seen(server):
     t["networks"]["front"]["entries"].append(
         {"container": "e" * 64, "ip": f"127.77.{N}.4", "names": ["late"]})
     gw3 = f"127.77.{N}.200"
-    t["networks"]["third"] = {"gateway": gw3, "entries": [
+    t["networks"]["third"] = {"gateway": gw3, "internal": True, "entries": [
         {"container": "f" * 64, "ip": f"127.77.{N}.201", "names": ["third"]}]}
     del t["networks"]["other"]
     dns.write_records(root, t)
@@ -232,6 +232,8 @@ def test_table_changes_are_seen(server):
         except (ConnectionRefusedError, socket.timeout):
             pass
     assert ask("third", source=f"127.77.{N}.201", server=gw3)[3] == [f"127.77.{N}.201"]
+    # an internal network's containers get no answers from outside
+    assert ask("example.test", source=f"127.77.{N}.201", server=gw3)[1] == dnsmsg.REFUSED
     # the removed gateway no longer listens
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         assert s.connect_ex((GW2, 53)) != 0

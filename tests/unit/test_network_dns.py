@@ -188,3 +188,38 @@ def test_write_records_is_atomic_and_readable(tmp_path):
     assert sorted(p.name for p in (tmp_path / "network").iterdir()) == ["dns.json"]
     assert dns.read_records(str(tmp_path / "other")) == {"networks": {}}
     assert dns.server_pid(str(tmp_path)) == 0
+
+
+def test_random_and_mutated_packets_only_raise_malformed():
+    import random
+
+    rng = random.Random(5)
+    seeds = [query("web.example", edns=1232), query("a" * 63 + ".b"),
+             query("x", raw_name=b"\x01x\xc0\x0c")]
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            data = data[:rng.randrange(len(data) + 1)]
+        try:
+            q = dnsmsg.parse_query(bytes(data))
+        except dnsmsg.Malformed:
+            continue
+        resp = dnsmsg.build_answer(q, [(dnsmsg.A, b"\1\2\3\4")], 60)
+        assert len(resp) <= max(q.udp_size, 512)
+
+
+def test_internal_networks_do_not_forward():
+    t = {"networks": {
+        "in": {"gateway": "10.5.0.1", "internal": True, "entries": [
+            {"container": "a" * 64, "ip": "10.5.0.2", "names": ["a"]},
+            {"container": "b" * 64, "ip": "10.5.0.3", "names": ["b"]}]},
+        "out": {"gateway": "10.6.0.1", "entries": [
+            {"container": "b" * 64, "ip": "10.6.0.3", "names": ["b"]}]},
+        "v6": {"gateway": "fd00::1", "entries": []}}}
+    r = dns.Records(t)
+    assert not r.may_forward("10.5.0.2") and ips(r.lookup("10.5.0.2", "b")) == ["10.5.0.3"]
+    assert r.may_forward("10.5.0.3") and r.may_forward("10.5.0.1")
+    assert not r.may_forward("192.0.2.1")
+    assert r.gateways == {"10.5.0.1", "10.6.0.1"}

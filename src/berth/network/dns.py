@@ -2,13 +2,15 @@
 
 The engine keeps ``<root>/network/dns.json`` (``write_records``)::
 
-    {"networks": {NET_ID: {"gateway": "172.18.0.1", "name": "mynet",
+    {"networks": {NET_ID: {"gateway": "172.18.0.1", "name": "mynet", "internal": false,
                            "entries": [{"container": CID, "ip": "172.18.0.2",
                                         "names": ["web", "nginx", "0123456789ab"],
                                         "ip6": "fd00::2", "dns": ["1.1.1.1"]}]}},
      "upstreams": ["192.0.2.53", "192.0.2.54:5353"], "search": ["corp.example"]}
 
-(``name``, ``ip6``, ``dns``, ``upstreams`` and ``search`` are optional). One server process per
+(``name``, ``internal``, ``ip6``, ``dns``, ``upstreams`` and ``search`` are optional; a
+container whose networks are all ``internal`` gets REFUSED for names that are not ours: no
+way out, not even by DNS). One server process per
 root (``ensure_server``; ``dnsserver.py`` is its loop) listens on port 53 of every gateway
 and answers, for the container that asks (found by the query's source address), the names of
 the containers it shares a network with (``Records.lookup``); everything else goes to the
@@ -30,7 +32,7 @@ from berth.sys import spawn
 PYTHON = spawn.PYTHON
 _BOOT = ("import sys;sys.path.insert(0,%r);"
          "from berth.network.dnsserver import main;main(%r,%d)")
-_SIGHUP, _SIGTERM, _SIGKILL = 1, 15, 9
+_SIGHUP = 1
 _STUB = "127.0.0.53"
 HOST_RESOLV = "/etc/resolv.conf"
 SYSTEMD_RESOLV = "/run/systemd/resolve/resolv.conf"
@@ -82,14 +84,17 @@ class Records:
         self.by_ip = {}        # container ip -> [entry, ...] (one per network it is on)
         self.nets_of = {}      # container id -> {net_id, ...}
         self.net_names = {}    # network name -> net_id
+        self.internal = set()  # net_ids with no way out
         search = list(host_search) + list(table.get("search") or ())
         self.search = [d.strip(".").lower() for d in search if isinstance(d, str) and d]
         self.upstreams = [u for u in table.get("upstreams") or () if isinstance(u, str)]
         for net_id, net in networks.items():
             if not isinstance(net, dict):
                 continue
-            if net.get("gateway"):
+            if parse_server(str(net.get("gateway") or "")):  # IPv4 only: we bind AF_INET
                 self.gateways.add(net["gateway"])
+            if net.get("internal") is True:
+                self.internal.add(net_id)
             if net.get("name"):
                 self.net_names[str(net["name"]).lower()] = net_id
             index = self.names.setdefault(net_id, {})
@@ -156,6 +161,13 @@ class Records:
                 for name in entry["names"]:
                     return name
         return None
+
+    def may_forward(self, source_ip):
+        """Whether queries for other names may leave: the host may, a container only when
+        one of its networks is not internal."""
+        if source_ip in self.gateways and source_ip not in self.by_ip:
+            return True
+        return bool(self.visible(source_ip) - self.internal)
 
     def upstreams_for(self, source_ip, host):
         """Where to forward the asker's other queries: its own ``dns`` servers, else the
@@ -279,21 +291,31 @@ def ensure_server(root):
 
 
 def stop_server(root, timeout=10.0):
-    """Stop the server for ``root`` (SIGTERM, then SIGKILL); return once it is gone. True if
-    there was one."""
-    import time
+    """Stop the server for ``root`` (SIGTERM, then SIGKILL after ``timeout``); return once the
+    process has exited (watched through a pidfd, so a recycled pid is never signalled).
+    True if there was one."""
+    import select
+    import signal
 
     pid = server_pid(root)
     if not pid:
         return False
-    os.kill(pid, _SIGTERM)
-    deadline = time.monotonic() + timeout
-    while server_pid(root):
-        if time.monotonic() > deadline:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        if not poller.poll(int(timeout * 1000)):
             try:
-                os.kill(pid, _SIGKILL)
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + timeout
-        time.sleep(0.01)
+            poller.poll()
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
     return True

@@ -3,7 +3,8 @@
 Started by ``dns.ensure_server`` as a fresh ``python3 -IS`` that forks once more (so it is
 nobody's child) and keeps ``dns.pid`` locked while it lives. It imports only ``os``,
 ``select``, ``_socket``, ``_signal``, ``time`` and berth's small ``dns``/``dnsmsg``/``jsonio``
-modules, and keeps no state beyond the table and the queries in flight.
+modules, and keeps no state beyond the table and the queries in flight: about 3 MB private
+(USS), against 2.4 MB for a bare ``python3 -IS``.
 
 Each query: re-read ``dns.json`` if it changed (stat; SIGHUP from ``write_records`` forces
 it), refuse senders that are neither containers in the table nor a gateway, answer our names
@@ -248,6 +249,9 @@ class Server:
             if local is not None:
                 reply(local)
                 return
+        if not records.may_forward(source):
+            reply(dnsmsg.build_error(query, dnsmsg.REFUSED))
+            return
         upstreams = records.upstreams_for(source, self.host)
         if not upstreams:
             reply(dnsmsg.build_error(query, dnsmsg.SERVFAIL))
@@ -333,7 +337,8 @@ class _TcpListener(_Listener):
 
 
 class _TcpClient:
-    """One client connection: length-prefixed queries in, answers out, in order of arrival."""
+    """One client connection: length-prefixed queries in, answers out as they are ready
+    (RFC 7766 lets them overtake each other; the ids tell them apart)."""
 
     def __init__(self, server, sock, source):
         self.server = server
