@@ -22,6 +22,7 @@ from berth.errors import Conflict, InvalidArgument, NotFound
 
 _CLONE_NEWNS = 0x00020000
 _MS_REC, _MS_PRIVATE, _MS_BIND = 0x4000, 0x40000, 0x1000
+_MS_RDONLY, _MS_REMOUNT = 0x1, 0x20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -317,6 +318,10 @@ def _private_tree(rootfs, binds, target, work):
         try:
             flags = _MS_BIND | (_MS_REC if "rbind" in m.get("options", ()) else 0)
             linux.mount(m["source"], f"/proc/self/fd/{fd}", None, flags)
+            if "ro" in m.get("options", ()):
+                # What the container cannot write, cp does not write either.
+                linux.mount(None, f"/proc/self/fd/{fd}", None,
+                            _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
         finally:
             os.close(fd)
     work(root)

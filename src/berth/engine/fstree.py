@@ -256,9 +256,10 @@ def copy_entry(src_parent, name, dst_parent, dst_name, *, follow=False, owner=KE
                 raise InvalidArgument(f"{name}: not a directory")
             w._finish(dst_parent, meta)
             sfd = _open_dir(src_parent, name, follow)
+            links = {}
             try:
                 for entry in sorted(os.listdir(sfd)):
-                    _copy(w, {}, sfd, entry, dst_parent, entry, False)
+                    _copy(w, links, sfd, entry, dst_parent, entry, False)
             finally:
                 os.close(sfd)
             w.finish_dir(dst_parent, meta)
