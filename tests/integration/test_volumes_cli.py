@@ -146,10 +146,15 @@ def test_prune(berth):
                                                 cid).stdout)]
     berth("rm", cid)  # without -v: the anonymous volume stays, unused
     out = berth("volume", "prune", "-f").stdout
+    assert "Deleted" not in berth("volume", "prune", "-f").stdout
     assert out.startswith("Deleted Volumes:\n") and anon[0] in out
     assert "Total reclaimed space:" in out
     assert f"{P}-keep" in volumes(berth)
+    unnamed = berth("volume", "create").stdout.strip()
+    berth("volume", "prune", "-f")
+    assert len(unnamed) == 64 and unnamed in volumes(berth)  # not anonymous: kept
     out = berth("volume", "prune", "-a", "-f").stdout
+    assert unnamed in out
     assert f"{P}-keep" in out and f"{P}-keep" not in volumes(berth)
 
 

@@ -76,6 +76,7 @@ class VolumeService:
         labels = dict(labels or {})
         if anonymous or not name:
             name = secrets.token_hex(32)
+        if anonymous:  # `volume create` without a name makes a named one (Docker 23+)
             labels.setdefault(ANONYMOUS_LABEL, "")
         check_name(name)
         record = {"CreatedAt": _now(), "Driver": "local", "Labels": labels,
