@@ -408,3 +408,48 @@ def test_an_oom_kill_is_recorded(env):
     state = wait_done(spec)
     assert (state["ExitCode"], state["OOMKilled"]) == (137, True)
     assert_clean(env, spec, mpid)
+
+
+def test_zygote_forks_monitors_and_prints_their_memory(env):
+    """Monitors forked by the zygote run containers as exec'd ones do; they outlive a
+    killed zygote; the next request starts a new one. Prints PSS (run with -s)."""
+
+    sock = os.path.join(env.root, "zygote.sock")
+    wait_loop = ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done; echo out"]
+    specs = [env.spec(wait_loop) for _ in range(10)]
+    for spec in specs:
+        monitor.spawn_monitor(spec, zygote=sock)
+    holders = _pids_with_open(sock + ".lock")
+    assert len(holders) == 1, holders  # one zygote; the monitors closed its fds
+    first, tenth = monitor_pid(specs[0]), monitor_pid(specs[-1])
+    print()
+    _show("zygote", holders[0])
+    _show("zygote's monitor, the 1st of 10", first)
+    _show("zygote's monitor, the 10th of 10", tenth)
+    total = sum(_rollup(monitor_pid(s))["Pss"] for s in specs) + _rollup(holders[0])["Pss"]
+    print(f"{'10 monitors and their zygote, PSS in all':44s} {total} kB")
+    os.kill(holders[0], 9)
+    late = env.spec(["echo", "late"])
+    monitor.spawn_monitor(late, zygote=sock)  # a new zygote answers
+    env.go()
+    for spec in specs + [late]:
+        assert wait_done(spec)["ExitCode"] == 0
+    with open(specs[0].log_path) as f:
+        assert '"out\\n"' in f.read()
+    for pid in _pids_with_open(sock + ".lock"):
+        os.kill(pid, 9)
+
+
+def _pids_with_open(path):
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                if os.readlink(f"/proc/{name}/fd/{fd}") == path:
+                    out.append(int(name))
+                    break
+        except OSError:
+            continue
+    return out

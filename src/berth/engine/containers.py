@@ -15,6 +15,7 @@ import time
 from berth.engine import monitor as mon
 from berth.engine import names
 from berth.engine.store import ContainerStore
+from berth.engine.zygote import socket_path as zygote_socket
 from berth.errors import Conflict, InvalidArgument, NotFound
 
 DEFAULT_RUNTIME = "/usr/local/bin/berth-oci"
@@ -215,7 +216,8 @@ class ContainerService:
                     os.unlink(stale)
                 except FileNotFoundError:
                     pass
-            pid = mon.spawn_monitor(spec, start=detached)
+            pid = mon.spawn_monitor(spec, start=detached,
+                                    zygote=zygote_socket(self.root))
             return self.store.update(record["id"], state={
                 "Status": "running" if detached else "created", "Running": detached,
                 "Pid": pid, "ExitCode": 0, "Error": "",

@@ -160,23 +160,36 @@ def read_state(path):
 
 # ---------------------------------------------------------------- the engine's side
 
-def spawn_monitor(spec, *, start=True):
+def spawn_monitor(spec, *, start=True, zygote=None):
     """Start a detached monitor for ``spec``; return the init's pid once the container is
     created (and started with ``start``). A failure is raised as the runtime's one-line
-    message (SystemFailure) after the monitor cleaned up and exited."""
+    message (SystemFailure) after the monitor cleaned up and exited. With ``zygote`` (a
+    socket path, see berth.engine.zygote) the monitor is forked by that warm parent;
+    without, a fresh interpreter is exec'd for it."""
     import berth
     from berth.spec import jsonio
     from berth.sys import spawn
 
-    src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
     try:
         os.unlink(spec.state_path + ".stop")
     except FileNotFoundError:
         pass
     payload = dict(spec.to_json(), start=bool(start), path=os.environ.get("PATH") or _PATH)
     data = jsonio.dumps(payload).encode()
-    spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
+    if zygote:
+        from berth.engine import zygote as zy
+
+        try:
+            zy.spawn(zygote, data, status_w)
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        return _created_pid(spec, spawn.collect(status_r, None), start)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
+    spec_r, spec_w = os.pipe()
     try:
         argv = [PYTHON, "-IS", "-c", _BOOT % (src, spec_r, status_w)]
         first = spawn.spawn_detached(argv, {"PATH": _PATH}, (spec_r, status_w))
@@ -192,7 +205,11 @@ def spawn_monitor(spec, *, start=True):
         pass  # it died: its status pipe says nothing, reported below
     finally:
         os.close(spec_w)
-    said = spawn.collect(status_r, first)
+    return _created_pid(spec, spawn.collect(status_r, first), start)
+
+
+def _created_pid(spec, said, start):
+    """The init's pid from what the monitor said on its status pipe."""
     pid = 0
     for line in said.decode(errors="replace").splitlines():
         word, _, rest = line.partition(" ")
@@ -361,6 +378,15 @@ def _main(spec_fd, status_fd):
             break
         chunks.append(chunk)
     os.close(spec_fd)
+    _run_monitor(b"".join(chunks), status_fd, detach=True)
+
+
+def serve_forked(payload, status_fd):
+    """Entry of a monitor the zygote forked (already detached): serve ``payload``."""
+    _run_monitor(payload, status_fd, detach=False)
+
+
+def _run_monitor(payload, status_fd, detach):
     os.set_inheritable(status_fd, False)  # neither the runtime nor the init may hold it
     keep = {0, 1, 2, status_fd}
     for name in os.listdir("/proc/self/fd"):
@@ -370,13 +396,13 @@ def _main(spec_fd, status_fd):
                 os.close(fd)
             except OSError:
                 pass
-    if os.fork():
+    if detach and os.fork():
         os._exit(0)  # the spawner reaps this one; the monitor is nobody's child now
     os.chdir("/")
     import gc
 
     from berth.spec import jsonio
-    raw = jsonio.loads(b"".join(chunks), "monitor spec")
+    raw = jsonio.loads(payload, "monitor spec")
     spec = MonitorSpec.from_json(raw)
     reporter = StateFileReporter(spec.state_path)
     monitor = _Monitor(spec, reporter, status_fd, raw.get("path") or _PATH)

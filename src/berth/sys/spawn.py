@@ -17,8 +17,8 @@ def spawn_detached(argv, env, pass_fds=()):
         (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)])
 
 
-def collect(fd, pid):
-    """Everything readable from ``fd`` until EOF; then close it and reap ``pid``."""
+def collect(fd, pid=None):
+    """Everything readable from ``fd`` until EOF; then close it and reap ``pid`` (if any)."""
     chunks = []
     try:
         while True:
@@ -28,7 +28,8 @@ def collect(fd, pid):
             chunks.append(chunk)
     finally:
         os.close(fd)
-        os.waitpid(pid, 0)
+        if pid is not None:
+            os.waitpid(pid, 0)
 
 
 def cmdline(pid):
