@@ -213,8 +213,8 @@ def test_the_monitor_survives_its_parent(env):
 
 def test_attach_streams_live_output_from_the_start(env):
     spec = env.spec(["sh", "-c", "echo one; echo two >&2; echo three; exit 5"])
-    pid = monitor.spawn_monitor(spec, start=False)
-    assert pid > 0
+    # Not started: the runtime creates and starts it in one call when the attach asks.
+    assert monitor.spawn_monitor(spec, start=False) == 0
     assert monitor.read_state(spec.state_path)["Status"] == "created"
     mpid = monitor_pid(spec)
     out, err = io.BytesIO(), io.BytesIO()
