@@ -939,21 +939,15 @@ class _Monitor:
         if self.running:
             client.send(_frame(_STARTED, str(self.pid).encode()))
             return True
-        if self.deferred:
-            self.deferred = False
-            try:
-                self._create(run=True)
-            except _Failed as err:
-                client.send(_frame(_ERROR, str(err).encode()))
-                self.reporter.exited(_failure_code(str(err)), _rfc3339(), False, str(err))
-                return False
-            client.send(_frame(_STARTED, str(self.pid).encode()))
-            return True
-        if self.pidfd < 0:
+        if self.pidfd < 0 and not self.deferred:
             client.send(_frame(_ERROR, b"the container is not created"))
             return False
         try:
-            self._start()
+            if self.deferred:
+                self.deferred = False
+                self._create(run=True)
+            else:
+                self._start()
         except _Failed as err:
             client.send(_frame(_ERROR, str(err).encode()))
             self.reporter.exited(_failure_code(str(err)), _rfc3339(), False, str(err))
