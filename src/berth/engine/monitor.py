@@ -384,13 +384,22 @@ def _main(spec_fd, status_fd):
     _run_monitor(b"".join(chunks), status_fd, detach=True)
 
 
-def serve_forked(payload, status_fd):
-    """Entry of a monitor the zygote forked (already detached): serve ``payload``."""
-    _run_monitor(payload, status_fd, detach=False)
+def serve_thread(payload, status_fd):
+    """Entry of a monitor that runs as a thread of the zygote (berth.engine.zygote): serve
+    ``payload``, then return (the process goes on for its other monitors)."""
+    _run_monitor(payload, status_fd, detach=False, threaded=True)
 
 
-def _run_monitor(payload, status_fd, detach):
+# Children some monitor thread waits for by pid (runtime calls, inits): the zygote's reaper
+# of stray processes leaves them alone (a set's add and discard are atomic under the GIL).
+OWNED = set()
+
+
+def _run_monitor(payload, status_fd, detach, threaded=False):
     os.set_inheritable(status_fd, False)  # neither the runtime nor the init may hold it
+    if threaded:
+        _serve_monitor(payload, status_fd, threaded)
+        return
     keep = {0, 1, 2, status_fd}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -404,13 +413,18 @@ def _run_monitor(payload, status_fd, detach):
     os.chdir("/")
     import gc
 
+    gc.collect()
+    gc.freeze()  # what is loaded now stays: the collector need not walk it again
+    os._exit(_serve_monitor(payload, status_fd, False))
+
+
+def _serve_monitor(payload, status_fd, threaded):
+    """Run one container's monitor to its end; its exit code."""
     from berth.spec import jsonio
     raw = jsonio.loads(payload, "monitor spec")
     spec = MonitorSpec.from_json(raw)
     reporter = StateFileReporter(spec.state_path)
-    monitor = _Monitor(spec, reporter, status_fd, raw.get("path") or _PATH)
-    gc.collect()
-    gc.freeze()  # what is loaded now stays: the collector need not walk it again
+    monitor = _Monitor(spec, reporter, status_fd, raw.get("path") or _PATH, threaded)
     code = 0
     try:
         monitor.run(raw.get("start", True))
@@ -422,7 +436,7 @@ def _run_monitor(payload, status_fd, detach):
             reporter.monitor_exited()
         except OSError:
             pass
-    os._exit(code)
+    return code
 
 
 class _Failed(Exception):
@@ -432,7 +446,8 @@ class _Failed(Exception):
 class _Monitor:
     """One container's life: create, start, copy, wait, clean up, maybe again."""
 
-    def __init__(self, spec, reporter, status_fd, path):
+    def __init__(self, spec, reporter, status_fd, path, threaded=False):
+        self.threaded = threaded  # one of several monitors of a zygote's process
         self.spec = spec
         self.reporter = reporter
         self.status_fd = status_fd
@@ -597,6 +612,7 @@ class _Monitor:
                 raise _Failed(message)
             with open(pid_file) as f:
                 self.pid = int(f.read().strip())
+            OWNED.add(self.pid)
             os.unlink(pid_file)
             self.pidfd = os.pidfd_open(self.pid)
             self.poller.register(self.pidfd, 1)  # POLLIN: the init exited
@@ -672,7 +688,11 @@ class _Monitor:
         finally:
             if null >= 0:
                 os.close(null)
-        _, status = os.waitpid(pid, 0)
+        OWNED.add(pid)
+        try:
+            _, status = os.waitpid(pid, 0)
+        finally:
+            OWNED.discard(pid)
         rc = os.waitstatus_to_exitcode(status)
         if rc == 0:
             return 0, ""
@@ -739,7 +759,10 @@ class _Monitor:
 
     def _reap_strays(self):
         # Processes the container left re-parent to us (subreaper); the init itself has
-        # been waited for by pid before this runs.
+        # been waited for by pid before this runs. In a zygote the process's other monitors
+        # wait for their own children by pid: its reaper takes the strays (zygote.py).
+        if self.threaded:
+            return
         while True:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -821,7 +844,10 @@ class _Monitor:
     def _finish(self):
         import select
 
-        _, status = os.waitpid(self.pid, 0)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        finally:
+            OWNED.discard(self.pid)
         code = os.waitstatus_to_exitcode(status)
         if code < 0:
             code = 128 - code

@@ -1,27 +1,35 @@
-"""A warm parent for container monitors: one per berth root, it forks every monitor.
+"""A warm process for container monitors: one per berth root, each monitor a thread of it.
 
 Exec'ing a fresh interpreter for each monitor costs ~10 ms of every `run` (start-up and the
-monitor's imports) and ~3 MB of private memory per container. The zygote is that
-interpreter, started once: it imports everything a monitor runs, freezes its heap for the
-collector, and forks a monitor per request. A monitor then shares the interpreter's
-start-up heap, its modules and code with the zygote and with every sibling, copy on write,
-and pays only for the pages it dirties itself. The zygote holds no container state: if it
-dies, running monitors go on, and the next request starts a new zygote.
+monitor's imports) and ~3 MB of private memory per container (forking them from a warm
+parent still left ~1.5 MB each: 3.11's reference counts dirty every shared page a monitor
+touches). The zygote is that interpreter, started once: it imports everything a monitor
+runs and serves each container's monitor on a thread of its own (a monitor sleeps in poll
+and calls the runtime through posix_spawn, so the GIL is never the bottleneck). A container
+then costs a thread's stack and its monitor's few objects; the process's memory is shared by
+every container it watches. It is the subreaper of all their processes: a monitor waits for
+its own children by pid, and ``_Reaper`` takes the strays no monitor waits for.
+
+The zygote holds no state of its own: each monitor writes its container's state file as an
+exec'd monitor does. If the process dies, its containers read as exited on the next
+command (their MonitorPid is gone), as for any dead monitor, and the next request starts a
+new zygote.
 
 Protocol, on the unix socket ``<root>/run/zygote.sock``, one request per connection: the
 client sends ``{"src": <berth's source dir>, "payload": <the monitor's spec payload>}`` as
 JSON with the monitor's status pipe attached (SCM_RIGHTS), then shuts its side. The zygote
-forks the monitor (a grandchild in its own session, nobody's child) and answers ``ok``; or
-answers ``stale`` and exits when its code is not the client's (another source tree, or a
-module changed on disk since it loaded), and the client starts a fresh one. It exits by
-itself after ``IDLE_S`` without a request or when its socket is removed.
+starts the monitor's thread and answers ``ok``; or answers ``stale`` when its code is not the
+client's (another source tree, or a module changed on disk since it loaded), and the client
+starts a fresh one. A zygote that is stale, whose socket was removed, or that stayed idle
+for ``IDLE_S`` with no container stops listening (freeing the path for a new one) and exits
+when its last monitor ends.
 """
 
 import os
 
 from berth.errors import InvalidArgument, SystemFailure
 
-IDLE_S = 300
+IDLE_S = 60
 _BOOT = ("import sys;sys.path.insert(0,%r);"
          "from berth.engine.zygote import _main;_main(%r,%d)")
 
@@ -106,19 +114,20 @@ def _start(path):
 # ---------------------------------------------------------------- the zygote process
 
 def _main(path, ready_fd):
-    """Entry of the exec'd interpreter: load what monitors run, listen, fork on request."""
+    """Entry of the exec'd interpreter: load what monitors run, listen, serve requests."""
     import fcntl
     import gc
     import select
     import socket
+    import threading
 
-    # Everything a monitor imports, loaded once here and shared by every fork.
+    # Everything a monitor imports, loaded once here.
     import berth.engine.logs  # noqa: F401
     import berth.engine.monitor as monitor
     import berth.snapshots  # noqa: F401
     import berth.spec.jsonio  # noqa: F401
-    import berth.sys.consts  # noqa: F401
-    import berth.sys.linux  # noqa: F401
+    import berth.sys.consts as consts
+    import berth.sys.linux as linux
 
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -129,6 +138,9 @@ def _main(path, ready_fd):
     if os.fork():
         os._exit(0)  # the starter reaps this one; the zygote is nobody's child
     os.chdir("/")
+    # Every container's init and stray processes re-parent to this process.
+    linux.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)
+    threading.stack_size(256 * 1024)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     dirfd, short = monitor.short_socket_path(path)
     try:
@@ -148,56 +160,54 @@ def _main(path, ready_fd):
     os.close(ready_fd)
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
+    reaper = _Reaper(monitor.OWNED)
     idle_ms = 0
-    while idle_ms < IDLE_S * 1000:
-        if not poller.poll(1000):
+    while listener is not None or threading.active_count() > 1:
+        reaper.sweep()
+        if listener is None or not poller.poll(1000):
+            if listener is None:
+                threading.Event().wait(1)
             idle_ms += 1000
-            if not _same_file(path, identity):
-                break  # the socket was removed or replaced: this zygote is orphaned
+            if listener is not None and (
+                    not _same_file(path, identity) or
+                    (idle_ms >= IDLE_S * 1000 and threading.active_count() == 1)):
+                listener = _stop_listening(listener, poller, path, identity, lock)
+                lock = -1
             continue
         idle_ms = 0
         conn, _ = listener.accept()
         try:
-            if not _serve(conn, listener, watched, monitor):
-                break
-        except OSError:
+            if not _serve(conn, watched, monitor, threading):
+                listener = _stop_listening(listener, poller, path, identity, lock)
+                lock = -1
+        except (OSError, ValueError):
             pass
         finally:
             conn.close()
-    listener.close()
-    if _same_file(path, identity):
-        os.unlink(path)
+    reaper.sweep(final=True)
     os._exit(0)
 
 
-def _await_other(path, tries=50):
-    """Wait (up to ~5 s) until the zygote that holds the lock listens at ``path``."""
-    import socket
-    import time
-
-    from berth.engine.monitor import short_socket_path
-
-    for _ in range(tries):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        dirfd, short = short_socket_path(path)
-        try:
-            if sock.connect_ex(short) == 0:
-                return
-        finally:
-            sock.close()
-            if dirfd >= 0:
-                os.close(dirfd)
-        time.sleep(0.1)
+def _stop_listening(listener, poller, path, identity, lock):
+    """No more requests (stale, orphaned or idle): free the path and the lock for a new
+    zygote; this one lives on until its monitors end."""
+    poller.unregister(listener.fileno())
+    listener.close()
+    if _same_file(path, identity):
+        os.unlink(path)
+    if lock >= 0:
+        os.close(lock)
+    return None
 
 
-def _serve(conn, listener, watched, monitor):
-    """One request; False when this zygote is stale and must exit."""
+def _serve(conn, watched, monitor, threading):
+    """One request; False when this zygote is stale and must stop listening."""
     import socket
 
     from berth.spec import jsonio
 
     conn.settimeout(5)
-    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 1)
+    data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 1, socket.MSG_CMSG_CLOEXEC)
     chunks = [data]
     while data:
         data = conn.recv(1 << 20)
@@ -215,23 +225,64 @@ def _serve(conn, listener, watched, monitor):
             conn.sendall(b"stale")
             return False
         payload = jsonio.dumps(request["payload"]).encode()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                listener.close()
-                conn.close()
-                os.setsid()
-                if os.fork():
-                    os._exit(0)
-                monitor.serve_forked(payload, fds[0])
-            finally:
-                os._exit(1)
-        os.waitpid(pid, 0)
+        threading.Thread(target=monitor.serve_thread, args=(payload, fds.pop()),
+                         name=str(request["payload"].get("container_id"))).start()
         conn.sendall(b"ok")
         return True
     finally:
         for fd in fds:
             os.close(fd)
+
+
+class _Reaper:
+    """Reaps the processes that re-parent to the zygote (a container's strays, an exec'd
+    process whose runtime exited) and no monitor waits for. A zombie is reaped once it has
+    been seen unowned in two sweeps a second apart, so a monitor that learns its init's pid
+    a moment after the init became our child still collects its exit status itself."""
+
+    def __init__(self, owned):
+        self.owned = owned
+        self.seen = set()
+        self.last = 0.0
+
+    def sweep(self, final=False):
+        import time
+
+        now = time.monotonic()
+        if not final and now - self.last < 1:
+            return
+        self.last = now
+        zombies = {pid for pid in _children() if pid not in self.owned and _zombie(pid)}
+        for pid in zombies if final else zombies & self.seen:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        self.seen = zombies
+
+
+def _children():
+    out = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"Z"
 
 
 def _loaded_files(src):
