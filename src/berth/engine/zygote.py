@@ -277,12 +277,30 @@ def _children():
 
 
 def _zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"Z"
+    from berth.sys.proc import stat
+
+    st = stat(pid)
+    return st is not None and st[0] == "Z"
+
+
+def _await_other(path, tries=50):
+    """Wait (up to ~5 s) until the zygote that holds the lock listens at ``path``."""
+    import socket
+    import time
+
+    from berth.engine.monitor import short_socket_path
+
+    for _ in range(tries):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dirfd, short = short_socket_path(path)
+        try:
+            if sock.connect_ex(short) == 0:
+                return
+        finally:
+            sock.close()
+            if dirfd >= 0:
+                os.close(dirfd)
+        time.sleep(0.1)
 
 
 def _loaded_files(src):

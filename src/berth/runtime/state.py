@@ -21,6 +21,7 @@ import time
 from berth.errors import AlreadyExists, Conflict, NotFound
 from berth.spec.ident import validate_id
 from berth.sys import fastos as os
+from berth.sys.proc import stat as proc_stat
 
 STATE = "state"
 FIFO = "exec.fifo"
@@ -33,17 +34,6 @@ def now_rfc3339():
     ns = time.time_ns()
     secs, frac = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
-
-
-def proc_stat(pid):
-    """(state letter, start time in clock ticks) of ``pid``, or None when it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[19])
 
 
 def write_atomic(path, data, mode=0o600, sync=True):
