@@ -9,6 +9,7 @@ ALLOWED = {
     "errors": set(),
     "flags": {"errors"},
     "units": {"errors"},
+    "events": {"errors"},
     "sys": {"errors"},
     "spec": {"errors", "sys"},
     "cgroups": {"errors", "sys", "spec"},
@@ -17,19 +18,23 @@ ALLOWED = {
     "metadata": {"errors"},
     "snapshots": {"errors", "sys", "spec", "metadata"},
     "registry": {"errors", "spec", "content", "images"},
-    "images": {"errors", "sys", "spec", "content", "metadata", "snapshots", "registry"},
-    "network": {"errors", "units", "sys", "spec", "metadata"},
+    "images": {"errors", "sys", "spec", "content", "metadata", "snapshots", "registry",
+               "events"},
+    "network": {"errors", "units", "sys", "spec", "metadata", "events"},
     "engine": {"errors", "sys", "spec", "content", "metadata", "snapshots", "images",
-               "flags", "units", "network"},
+               "flags", "units", "network", "events"},
     "cli": {"errors", "spec", "content", "metadata", "snapshots", "registry", "images",
-            "engine", "cli", "flags", "units"},
+            "engine", "cli", "flags", "units", "events"},
 }
 
 
 def _berth_imports(path):
     tree = ast.parse(open(path, encoding="utf-8").read(), path)
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        if isinstance(node, ast.ImportFrom) and node.module == "berth" and node.level == 0:
+            names = [f"berth.{a.name}" for a in node.names  # from berth import events
+                     if not a.name.startswith("_")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]

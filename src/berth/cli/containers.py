@@ -250,6 +250,8 @@ def _ps_keep(record, filters):
             return False
         if key == "ancestor" and value not in (record["image"], record["image_id"]):
             return False
+        if key == "health" and health_status(record) != value:
+            return False
     return True
 
 
@@ -277,6 +279,9 @@ def status_text(state, now=None):
                         "Less than a second")
         if state.get("Paused"):
             text += " (Paused)"
+        health = (state.get("Health") or {}).get("Status")
+        if health:
+            text += " (health: starting)" if health == "starting" else f" ({health})"
         return text
     if state.get("Restarting"):
         return f"Restarting ({state.get('ExitCode', 0)})"
@@ -286,6 +291,15 @@ def status_text(state, now=None):
     if status in ("exited", "dead") and finished:
         return f"Exited ({state.get('ExitCode', 0)}) {output.ago(finished, now)}"
     return status.capitalize()
+
+
+def health_status(record):
+    """`ps --filter health=`'s value: starting, healthy, unhealthy or none."""
+    from berth.engine.health import probe_command
+
+    if probe_command(record["config"].get("Healthcheck")) is None:
+        return "none"
+    return (record["state"].get("Health") or {}).get("Status") or "starting"
 
 
 def logs(ctx, argv):
@@ -300,14 +314,42 @@ def logs(ctx, argv):
     since = parse_time(opts["since"]) if opts["since"] else None
     until = parse_time(opts["until"]) if opts["until"] else None
     out, err = sys.stdout.buffer, sys.stderr.buffer
-    for entry in _service(ctx).logs(args[0], follow=opts["follow"], tail=tail, since=since,
-                                    until=until):
+    svc = _service(ctx)
+    details = _log_details(svc.get(args[0])) if opts["details"] else b""
+    for entry in svc.logs(args[0], follow=opts["follow"], tail=tail, since=since,
+                          until=until):
         data = entry.format(opts["timestamps"])
         if isinstance(data, str):
             data = data.encode()
+        if opts["details"]:
+            data = _with_details(data, details, opts["timestamps"])
         (err if entry.stream == "stderr" else out).write(data)
         (err if entry.stream == "stderr" else out).flush()
     return 0
+
+
+def _log_details(record):
+    """--details' prefix: the labels and env vars --log-opt labels=/env= name, as Docker's
+    json-file keeps them ("k=v,k2=v2"), then a space."""
+    conf = record["config"]
+    opts = ((record.get("host_config") or {}).get("LogConfig") or {}).get("Config") or {}
+    attrs = {}
+    labels = conf.get("Labels") or {}
+    for key in filter(None, (opts.get("labels") or "").split(",")):
+        if key in labels:
+            attrs[key] = labels[key]
+    env = dict(e.partition("=")[::2] for e in conf.get("Env") or [])
+    for key in filter(None, (opts.get("env") or "").split(",")):
+        if key in env:
+            attrs[key] = env[key]
+    return (",".join(f"{k}={v}" for k, v in sorted(attrs.items())) + " ").encode()
+
+
+def _with_details(data, details, timestamps):
+    if timestamps:
+        stamp, _, rest = data.partition(b" ")
+        return stamp + b" " + details + rest
+    return details + data
 
 
 def export(ctx, argv):
@@ -336,7 +378,9 @@ def exec_(ctx, argv):
                                     privileged=opts["privileged"], detach=opts["detach"])
     import subprocess
     stdin = None if opts["interactive"] else subprocess.DEVNULL
-    return subprocess.run(argv, stdin=stdin).returncode
+    code = subprocess.run(argv, stdin=stdin).returncode
+    _service(ctx).exec_died(args[0], code)
+    return code
 
 
 exec_.error_exit = 126

@@ -284,7 +284,9 @@ def system_prune(ctx, argv):
 
 def system_check(ctx, argv):
     parse(argv, [])
-    problems = ctx.images().check()
+    from berth.cli.events import system_check_containers
+
+    problems = ctx.images().check() + system_check_containers(ctx)
     for p in problems:
         ctx.out(p)
     if problems:

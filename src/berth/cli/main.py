@@ -49,6 +49,7 @@ COMMANDS = {
     "cp": ("berth.cli.files", "cp"),
     "diff": ("berth.cli.files", "diff"),
     "commit": ("berth.cli.files", "commit"),
+    "events": ("berth.cli.events", "events"),
 }
 
 GROUPS = {
@@ -89,6 +90,8 @@ GROUPS = {
         "check": ("berth.cli.images", "system_check"),
         "prune": ("berth.cli.images", "system_prune"),
         "df": ("berth.cli.volumes", "system_df"),
+        "restore": ("berth.cli.events", "system_restore"),
+        "events": ("berth.cli.events", "events"),
     },
 }
 
@@ -113,7 +116,7 @@ Commands:
   rename    Rename a container                     export    Export a container's filesystem
   attach    Attach to a running container          stats     Containers' resource usage
   cp        Copy files to or from a container      diff      Changes to a container's files
-  commit    Create an image from a container
+  commit    Create an image from a container       events    Get real time events
   pull      Download an image from a registry      push      Upload an image to a registry
   images    List images                            tag       Create a tag for an image
   rmi       Remove images                          history   Show the history of an image

@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 
+from berth import events
 from berth.engine import monitor as mon
 from berth.engine import names
 from berth.engine.store import ContainerStore
@@ -52,6 +53,14 @@ class ContainerService:
         self.images = images or ImageService(root)
         self.store = ContainerStore(self.images.meta)
         self.oci_root = os.path.join(root, "run", "oci")
+        self.events_path = events.journal_path(root)
+        from berth.engine import reconcile
+        reconcile.orphans(self)
+
+    def event(self, record, action, **extra):
+        """Add a container event to the journal `berth events` reads."""
+        events.append(self.events_path, "container", action, record["id"],
+                      events.container_attributes(record, **extra))
 
     # ------------------------------------------------------------ paths
 
@@ -74,7 +83,14 @@ class ContainerService:
         config = spec.merge_image_config((image.config.get("config") or {}), opts)
         config["Image"] = image_name or opts.image
         hc = runopts.host_config(opts)
-        from berth.engine import volumes
+        with self.store.lock(cid):  # reconcile.orphans leaves a locked directory alone
+            record = self._create_locked(cid, opts, image, image_name, config, hc)
+        self.event(record, "create")
+        return record
+
+    def _create_locked(self, cid, opts, image, image_name, config, hc):
+        from berth.engine import spec, volumes
+
         planned = volumes.plan(config, hc)
         new_volumes = []
         cdir = self.dir(cid)
@@ -199,7 +215,13 @@ class ContainerService:
             stdin_open=bool(record["config"].get("OpenStdin")),
             restart_policy=hc.get("RestartPolicy"),
             state_path=os.path.join(cdir, "monitor.json"),
-            attach_socket=os.path.join(cdir, "attach.sock"))
+            attach_socket=os.path.join(cdir, "attach.sock"),
+            healthcheck=record["config"].get("Healthcheck"),
+            health_on_failure=hc.get("HealthOnFailure") or "none",
+            stop_signal=record["config"].get("StopSignal") or "SIGTERM",
+            stop_timeout=record["config"].get("StopTimeout"),
+            events_path=self.events_path,
+            event_attrs=events.container_attributes(record))
 
     def start(self, id_or_name, *, detached=True):
         """Start a created or exited container; returns its record. With ``detached``
@@ -216,6 +238,8 @@ class ContainerService:
                     os.unlink(stale)
                 except FileNotFoundError:
                     pass
+            from berth.engine import reconcile
+            reconcile.stale_runtime_state(self, record)
             pid = mon.spawn_monitor(spec, start=detached,
                                     zygote=zygote_socket(self.root))
             return self.store.update(record["id"], state={
@@ -235,6 +259,7 @@ class ContainerService:
             raise Conflict(f"Cannot kill container: {id_or_name}: Container "
                            f"{record['id']} is not running")
         self._signal(record, signal)
+        self.event(record, "kill", signal=_signal_number(signal))
         return record
 
     def _signal(self, record, signal):
@@ -258,11 +283,16 @@ class ContainerService:
         if timeout is None:
             timeout = record["config"].get("StopTimeout")
             timeout = 10 if timeout is None else timeout
-        self._signal(record, signal or record["config"].get("StopSignal") or "SIGTERM")
+        first = signal or record["config"].get("StopSignal") or "SIGTERM"
+        self._signal(record, first)
+        self.event(record, "kill", signal=_signal_number(first))
         if not self._wait_stopped(record["id"], timeout):
             self._signal(record, "SIGKILL")
+            self.event(record, "kill", signal=9)
             self._wait_stopped(record["id"], 30)
-        return self.get(record["id"])
+        record = self.get(record["id"])
+        self.event(record, "stop")
+        return record
 
     def _wait_stopped(self, cid, timeout):
         deadline = time.monotonic() + max(0, timeout)
@@ -298,13 +328,12 @@ class ContainerService:
             self.stop(record["id"], timeout=0, signal="SIGKILL")
             record = self.get(record["id"])
         with self.store.lock(record["id"]):
-            snap = self.images.snapshotter()
-            try:
-                snap.remove(record["snapshot_key"])
-            except NotFound:
-                pass
+            # The record goes first: a crash after it leaves a directory without a record,
+            # which reconcile.orphans finishes removing.
             self.store.delete(record["id"])
-        shutil.rmtree(self.dir(record["id"]), ignore_errors=True)
+            from berth.engine import reconcile
+            reconcile.remove_leftovers(self, record["id"])
+        self.event(record, "destroy")
         if volumes or (record.get("host_config") or {}).get("AutoRemove"):
             from berth.engine.volumes import ANONYMOUS_LABEL
             self._drop_volumes(m["Name"] for m in record.get("mounts") or ()
@@ -334,25 +363,31 @@ class ContainerService:
 
     def _refresh(self, record):
         """Merge the monitor's state file into the record (a dead monitor means exited)."""
+        from berth.engine import reconcile
         path = os.path.join(self.dir(record["id"]), "monitor.json")
         try:
             reported = mon.read_state(path)
         except (OSError, ValueError):
             reported = None
         if not reported:
+            pid = record["state"].get("Pid") or 0
+            if record["state"].get("Running") and (not pid or not _alive(pid)):
+                # Marked running by a start whose monitor vanished before it reported.
+                from berth.engine import reconcile
+                state = reconcile.monitor_gone(self, record, record["state"])
+                return self.store.update(record["id"], state=state)
             return record
         state = dict(record["state"])
         for key in ("Status", "Running", "Paused", "Restarting", "OOMKilled", "Dead", "Pid",
-                    "ExitCode", "Error", "StartedAt", "FinishedAt"):
+                    "ExitCode", "Error", "StartedAt", "FinishedAt", "Health"):
             if key in reported:
                 state[key] = reported[key]
         if record["state"].get("Paused") and state.get("Running"):
             # Pausing is the engine's record; the monitor only sees a running process.
             state.update(Paused=True, Status="paused")
-        monitor_pid = reported.get("MonitorPid", 0)
-        if state.get("Running") and monitor_pid and not _alive(monitor_pid):
-            state.update(Running=False, Status="exited", Pid=0,
-                         Error=state.get("Error") or "the container's monitor died")
+        if (state.get("Running") or state.get("Restarting")) and \
+                not reconcile.monitor_alive(reported):
+            state = reconcile.monitor_gone(self, record, state)
         if state != record["state"] or reported.get("RestartCount", 0) != \
                 record.get("restart_count", 0):
             record = self.store.update(record["id"], state=state,
@@ -395,6 +430,8 @@ class ContainerService:
             raise Conflict(f"Container {record['id']} is paused, unpause the container "
                            f"before exec")
         argv = self._runtime_argv(record) + ["exec"]
+        self.event(record, "exec_create: " + " ".join(command))
+        self.event(record, "exec_start: " + " ".join(command))
         if tty:
             argv.append("--tty")
         if detach:
@@ -411,9 +448,18 @@ class ContainerService:
                 argv += ["--cap", cap]
         return argv + [record["id"], *command]
 
+    def exec_died(self, id_or_name, code):
+        """Journal the end of an exec the caller ran from exec_argv."""
+        try:
+            record = self.get(id_or_name)
+        except NotFound:
+            return
+        self.event(record, "exec_die", exitCode=code)
+
     def pause(self, id_or_name):
         record = self._running(id_or_name, "pause")
         self._runtime(record, "pause")
+        self.event(record, "pause")
         return self.store.update(record["id"], state={"Paused": True, "Status": "paused"})
 
     def unpause(self, id_or_name):
@@ -421,6 +467,7 @@ class ContainerService:
         if not record["state"].get("Paused"):
             raise Conflict(f"Container {record['id']} is not paused")
         self._runtime(record, "resume")
+        self.event(record, "unpause")
         return self.store.update(record["id"], state={"Paused": False, "Status": "running"})
 
     def top(self, id_or_name, ps_args=()):
@@ -452,7 +499,10 @@ class ContainerService:
 
     def rename(self, id_or_name, new_name):
         record = self.get(id_or_name)
-        return self.store.update(record["id"], name=new_name)
+        old = record["name"]
+        record = self.store.update(record["id"], name=new_name)
+        self.event(record, "rename", oldName="/" + old)
+        return record
 
     def prune(self):
         """Remove every stopped container; (ids removed, bytes freed in their snapshots)."""
@@ -510,6 +560,19 @@ def _numeric_user(svc, record, user):
     rootfs = os.path.join(svc.dir(record["id"]), "bundle", "rootfs")
     u, g, _, _ = spec.resolve_user(rootfs, user)
     return f"{u}:{g}"
+
+
+def _signal_number(signal):
+    """Docker's `signal` attribute: the number ("SIGTERM", "TERM", "15" -> 15)."""
+    import signal as signals
+
+    text = str(signal).upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(getattr(signals, text if text.startswith("SIG") else "SIG" + text))
+    except AttributeError:
+        return text
 
 
 def _alive(pid):

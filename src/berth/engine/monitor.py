@@ -64,11 +64,14 @@ class MonitorSpec:
 
     FIELDS = ("container_id", "bundle", "runtime", "rootfs_mounts", "log_path",
               "log_max_size", "log_max_file", "tty", "stdin_open", "restart_policy",
-              "state_path", "attach_socket")
+              "state_path", "attach_socket", "healthcheck", "health_on_failure",
+              "stop_signal", "stop_timeout", "events_path", "event_attrs")
 
     def __init__(self, container_id, bundle, runtime, rootfs_mounts=(), log_path="",
                  log_max_size=0, log_max_file=1, tty=False, stdin_open=False,
-                 restart_policy=None, state_path="", attach_socket=""):
+                 restart_policy=None, state_path="", attach_socket="", healthcheck=None,
+                 health_on_failure="none", stop_signal="SIGTERM", stop_timeout=10,
+                 events_path="", event_attrs=None):
         home = os.path.dirname(os.path.abspath(bundle))
         self.container_id = container_id
         self.bundle = os.path.abspath(bundle)
@@ -82,6 +85,12 @@ class MonitorSpec:
         self.restart_policy = dict(restart_policy or {"Name": "no", "MaximumRetryCount": 0})
         self.state_path = state_path or os.path.join(home, "monitor.json")
         self.attach_socket = attach_socket or os.path.join(home, "attach.sock")
+        self.healthcheck = dict(healthcheck) if healthcheck else None
+        self.health_on_failure = health_on_failure or "none"
+        self.stop_signal = stop_signal or "SIGTERM"
+        self.stop_timeout = 10 if stop_timeout is None else int(stop_timeout)
+        self.events_path = events_path
+        self.event_attrs = dict(event_attrs or {})
 
     def to_json(self):
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -108,6 +117,9 @@ class Reporter:
     def restarting(self, count):
         pass
 
+    def health(self, health):
+        pass
+
 
 class StateFileReporter(Reporter):
     """Keeps Docker's State fields (and RestartCount, MonitorPid) in a JSON file, replaced
@@ -118,7 +130,8 @@ class StateFileReporter(Reporter):
         self.state = {"Status": "created", "Running": False, "Paused": False,
                       "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": 0,
                       "ExitCode": 0, "Error": "", "StartedAt": "", "FinishedAt": "",
-                      "RestartCount": 0, "MonitorPid": os.getpid()}
+                      "RestartCount": 0, "MonitorPid": os.getpid(),
+                      "MonitorStart": process_start(os.getpid())}
 
     def _save(self, **fields):
         from berth.spec import jsonio
@@ -146,8 +159,24 @@ class StateFileReporter(Reporter):
     def restarting(self, count):
         self._save(Status="restarting", Restarting=True, RestartCount=count)
 
+    def health(self, health):
+        self._save(Health=health)
+
     def monitor_exited(self):
         self._save(MonitorPid=0)
+
+
+def process_start(pid):
+    """"<boot id>:<start time in ticks>" of a process ("" when it is gone): a pid that names
+    the same process, unlike a bare pid, which is reused (and after a reboot)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            boot = f.read().strip().decode()
+    except OSError:
+        return ""
+    return f"{boot}:{stat[stat.rfind(b')') + 2:].split()[19].decode()}"
 
 
 def read_state(path):
@@ -467,6 +496,9 @@ class _Monitor:
         self.started_ns = 0
         self.mounted = False
         self.deferred = False
+        self.health = None             # health.Checker when the container has a check
+        self.health_restart = False    # --health-on-failure restart asked for a restart
+        self.kill_at = None            # monotonic ns of a SIGKILL after a stop signal
 
     # -- reporting to the spawner
 
@@ -496,6 +528,7 @@ class _Monitor:
         self.writer = JsonFileWriter(self.spec.log_path, self.spec.log_max_size,
                                      self.spec.log_max_file)
         self._listen()
+        self._health_checker()
         try:
             try:
                 if start_now:
@@ -541,6 +574,9 @@ class _Monitor:
     def _should_restart(self, code, count):
         if os.path.exists(self.spec.state_path + ".stop"):
             return False
+        if self.health_restart:
+            self.health_restart = False
+            return True
         policy = self.spec.restart_policy
         name = policy.get("Name") or "no"
         if name in ("always", "unless-stopped"):
@@ -666,7 +702,60 @@ class _Monitor:
         self.running = True
         self.started_ns = _now_ns()
         self.reporter.started(self.pid, _rfc3339())
+        self.event("start")
+        if self.health is not None:
+            self.health.start()
         self.tell("started", str(self.pid))
+
+    # -- events and healthchecks
+
+    def event(self, action, **extra):
+        if self.spec.events_path:
+            from berth import events
+            events.append(self.spec.events_path, "container", action, self.spec.container_id,
+                          dict(self.spec.event_attrs, **extra))
+
+    def _health_checker(self):
+        from berth.engine import health
+
+        command = health.probe_command(self.spec.healthcheck)
+        if command is None:
+            return
+        old = self.reporter.state.get("Health") if hasattr(self.reporter, "state") else None
+        self.health = health.Checker(
+            self.spec.healthcheck, command, self.spec.runtime, self.spec.container_id,
+            self.poller, self.env, self.spec.state_path + ".probe-pid", self.reporter.health,
+            self._health_changed, old)
+
+    def _health_changed(self, status):
+        self.event(f"health_status: {status}")
+        action = self.spec.health_on_failure
+        if status != "unhealthy" or action == "none" or not self.running:
+            return
+        if action == "stop":
+            with open(self.spec.state_path + ".stop", "w"):
+                pass
+            self._runtime(["kill", self.spec.container_id, self.spec.stop_signal])
+            self.kill_at = _now_ns() + self.spec.stop_timeout * 1_000_000_000
+            return
+        self.health_restart = action == "restart"
+        self._runtime(["kill", self.spec.container_id, "SIGKILL"])
+
+    def _timeout_ms(self):
+        waits = []
+        if self.health is not None:
+            waits.append(self.health.timeout_ms())
+        if self.kill_at is not None:
+            waits.append(max(0, (self.kill_at - _now_ns()) // 1_000_000 + 1))
+        waits = [w for w in waits if w is not None]
+        return min(waits) if waits else None
+
+    def _timers(self):
+        if self.health is not None:
+            self.health.tick()
+        if self.kill_at is not None and _now_ns() >= self.kill_at:
+            self.kill_at = None
+            self._runtime(["kill", self.spec.container_id, "SIGKILL"])
 
     def _runtime(self, args, stdio=None):
         """Run the OCI runtime; (exit code, its error message)."""
@@ -801,12 +890,16 @@ class _Monitor:
         """Copy output and serve clients until the init exits; then clean up and report.
         Returns (exit code, oom killed, error)."""
         while True:
-            for fd, ev in self.poller.poll():
+            for fd, ev in self.poller.poll(self._timeout_ms()):
                 if fd == self.pidfd:
                     return self._finish()
+                if self.health is not None and self.health.owns(fd):
+                    self.health.on_fd(fd)
+                    continue
                 self._event(fd, ev)
                 if self.pidfd < 0 and not self.deferred:
                     return None
+            self._timers()
 
     def _event(self, fd, ev):
         if fd in self.outputs:
@@ -854,6 +947,9 @@ class _Monitor:
         self.poller.unregister(self.pidfd)
         os.close(self.pidfd)
         self.pidfd = -1
+        self.kill_at = None
+        if self.health is not None:
+            self.health.stop()
         # The init is gone; in its pid namespace the rest die with it. Read to the end,
         # briefly: processes outside a pid namespace could hold the pipes forever.
         drain = select.poll()
@@ -873,6 +969,9 @@ class _Monitor:
         self.writer.flush_partial()
         self.last_exit = code
         self.reporter.exited(code, _rfc3339(), oom, error)
+        if oom:
+            self.event("oom")
+        self.event("die", exitCode=code)
         for client in list(self.clients.values()):
             if client.attached:
                 client.send(_frame(_EXIT, str(code).encode()))

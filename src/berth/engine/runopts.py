@@ -82,6 +82,8 @@ FLAGS = [
          help="Time between running the check during the start period (ms|s|m|h) "
               "(default 0s)"),
     Flag("no-healthcheck", help="Disable any container-specified HEALTHCHECK"),
+    Flag("health-on-failure", kind="string", metavar="string",
+         help="Action when the container becomes unhealthy (none, kill, restart, stop)"),
     Flag("log-driver", kind="string", help="Logging driver for the container"),
     Flag("log-opt", kind="list", help="Log driver options"),
     Flag("network", kind="string", metavar="network",
@@ -158,6 +160,7 @@ class RunOptions:
         self.stop_signal = ""
         self.stop_timeout = None
         self.healthcheck = None        # Docker's HealthConfig, or None
+        self.health_on_failure = "none"  # podman's: none, kill, restart, stop
         self.log_driver = ""
         self.log_opts = {}
         self.network = "default"
@@ -250,6 +253,10 @@ def parse_run_flags(argv):
     opts.ulimits = list(ulimits.values())
     opts.security_opt = [_security_opt(v) for v in raw["security_opt"]]
     opts.healthcheck = _healthcheck(raw, given)
+    opts.health_on_failure = raw["health_on_failure"] or "none"
+    if opts.health_on_failure not in ("none", "kill", "restart", "stop"):
+        raise InvalidArgument(f"invalid argument \"{opts.health_on_failure}\" for "
+                              f"\"--health-on-failure\" flag: want none, kill, restart or stop")
     opts.log_driver = raw["log_driver"]
     opts.log_opts = {k: v for k, _, v in (o.partition("=") for o in raw["log_opt"])}
     if opts.log_driver == "none" and opts.log_opts:
@@ -298,6 +305,7 @@ def host_config(opts):
         "SecurityOpt": list(opts.security_opt),
         "Init": opts.init,
         "RestartPolicy": dict(opts.restart),
+        "HealthOnFailure": opts.health_on_failure,
         "AutoRemove": opts.rm,
         "LogConfig": {"Type": opts.log_driver or "json-file", "Config": dict(opts.log_opts)},
         "NetworkMode": opts.network,

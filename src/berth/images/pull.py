@@ -74,6 +74,7 @@ def pull(svc, ref_text, platform=None, progress=None, client=None):
         image = PulledImage(names, target, parsed, parsed.config, config_raw)
         if existed and old is not None and old["target"]["digest"] == target["digest"]:
             image.status = "Image is up to date"
+        svc.event("pull", ref.familiar_string(), name=ref.familiar_string())
         return image
     finally:
         svc.meta.remove_lease(lease)

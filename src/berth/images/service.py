@@ -172,7 +172,13 @@ class ImageService:
             raise InvalidArgument("refusing to create a tag with a digest reference")
         target = {k: v for k, v in image.target.items() if k != "annotations"}
         self.meta.put_image(str(ref), target, created=now_rfc3339())
+        self.event("tag", image.id, name=ref.familiar_string())
         return ref
+
+    def event(self, action, image_id, **attributes):
+        """Add an image event to the journal `berth events` reads."""
+        from berth import events
+        events.append(events.journal_path(self.root), "image", action, image_id, attributes)
 
     def remove(self, name_or_id, force=False, prune=True, in_use=None):
         """Untag or delete as Docker does; returns ["Untagged: x", "Deleted: sha256:..."]."""
@@ -200,9 +206,11 @@ class ImageService:
         for name in targets:
             self.meta.delete_image(name)
             out.append(f"Untagged: {_familiar(name)}")
+            self.event("untag", image.id, name=_familiar(name))
         remaining = [r for r in self.records() if r["target"]["digest"] == image.target["digest"]]
         if not remaining:
             out.append(f"Deleted: {image.id}")
+            self.event("delete", image.id, name=_familiar(names[0]) if names else image.id)
             if prune:
                 self.collect()
         return out
