@@ -125,6 +125,7 @@ class ContainerService:
             # read-only for that, then build config.json against the bundle's rootfs.
             oci = self._spec_for(record, rootfs, hostname, etc, snap, image,
                                  (planned, new_volumes))
+            crash_point("create")
             from berth.spec import jsonio
             with open(os.path.join(cdir, "bundle", "config.json"), "w") as f:
                 f.write(jsonio.dumps(oci))
@@ -242,6 +243,7 @@ class ContainerService:
             reconcile.stale_runtime_state(self, record)
             pid = mon.spawn_monitor(spec, start=detached,
                                     zygote=zygote_socket(self.root))
+            crash_point("start")
             return self.store.update(record["id"], state={
                 "Status": "running" if detached else "created", "Running": detached,
                 "Pid": pid, "ExitCode": 0, "Error": "",
@@ -280,6 +282,7 @@ class ContainerService:
         stop_marker = os.path.join(self.dir(record["id"]), "monitor.json.stop")
         with open(stop_marker, "w"):
             pass
+        crash_point("stop")
         if timeout is None:
             timeout = record["config"].get("StopTimeout")
             timeout = 10 if timeout is None else timeout
@@ -331,6 +334,7 @@ class ContainerService:
             # The record goes first: a crash after it leaves a directory without a record,
             # which reconcile.orphans finishes removing.
             self.store.delete(record["id"])
+            crash_point("rm")
             from berth.engine import reconcile
             reconcile.remove_leftovers(self, record["id"])
         self.event(record, "destroy")
@@ -560,6 +564,13 @@ def _numeric_user(svc, record, user):
     rootfs = os.path.join(svc.dir(record["id"]), "bundle", "rootfs")
     u, g, _, _ = spec.resolve_user(rootfs, user)
     return f"{u}:{g}"
+
+
+def crash_point(name):
+    """Tests' hook for crash safety: with BERTH_CRASH_AT=<name> the process kills itself
+    (SIGKILL) there, in the middle of an operation."""
+    if os.environ.get("BERTH_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
 
 
 def _signal_number(signal):

@@ -122,7 +122,9 @@ def _main(path, ready_fd):
     import threading
 
     # Everything a monitor imports, loaded once here.
+    import berth.engine.health  # noqa: F401
     import berth.engine.logs  # noqa: F401
+    import berth.events  # noqa: F401
     import berth.engine.monitor as monitor
     import berth.snapshots  # noqa: F401
     import berth.spec.jsonio  # noqa: F401
