@@ -176,7 +176,10 @@ def process_start(pid):
             boot = f.read().strip().decode()
     except OSError:
         return ""
-    return f"{boot}:{stat[stat.rfind(b')') + 2:].split()[19].decode()}"
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return ""  # dead, not yet reaped (its parent may be an init that never reaps)
+    return f"{boot}:{fields[19].decode()}"
 
 
 def read_state(path):

@@ -163,7 +163,30 @@ def monitor_gone(svc, record, state):
                  FinishedAt=now_rfc3339())
     if state.get("Health"):
         state["Health"] = dict(state["Health"], Status="unhealthy")
+    _save_report(os.path.join(svc.dir(record["id"]), "monitor.json"), state)
     return state
+
+
+def _save_report(path, state):
+    """The monitor's state file says what we found, so the next reader need not look again
+    (and cannot find a different exit code once the runtime forgot the container)."""
+    from berth.engine.monitor import read_state
+    from berth.spec import jsonio
+
+    try:
+        reported = read_state(path)
+    except (OSError, ValueError):
+        reported = {}
+    if not reported:
+        return
+    reported.update(state, MonitorPid=0, MonitorStart="")
+    tmp = f"{path}.{os.getpid()}.reconcile"
+    try:
+        with open(tmp, "w") as f:
+            f.write(jsonio.dumps(reported))
+        os.rename(tmp, path)
+    except OSError as err:
+        log.warning("%s: %s", path, err)
 
 
 def restore(svc):
