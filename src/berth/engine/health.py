@@ -68,7 +68,7 @@ class Checker:
     ``owns``/``on_fd`` the fds it registered, and calls ``tick`` after every poll."""
 
     def __init__(self, config, command, runtime, container_id, poller, env, pid_file,
-                 report, on_change, health=None):
+                 report, on_change, health=None, owned=None):
         self.conf = {k: int((config or {}).get(k) or 0) or v for k, v in DEFAULTS.items()}
         self.command = command
         self.runtime = list(runtime)
@@ -78,6 +78,7 @@ class Checker:
         self.pid_file = pid_file
         self.report = report          # report(health dict): save it
         self.on_change = on_change    # on_change(status): events, --health-on-failure
+        self.owned = owned if owned is not None else set()  # pids we wait for ourselves
         old = health or {}
         self.health = {"Status": "starting", "FailingStreak": 0,
                        "Log": list(old.get("Log") or [])[-MAX_LOG:]}
@@ -144,7 +145,11 @@ class Checker:
         if fd == out:
             self._read(out)
             return
-        _, status = os.waitpid(pid, 0)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            status = 255 << 8
+        self.owned.discard(pid)
         self._read(out)
         self._end_probe(os.waitstatus_to_exitcode(status), reaped=True)
 
@@ -181,6 +186,7 @@ class Checker:
         finally:
             os.close(w)
             os.close(null)
+        self.owned.add(pid)  # before the zygote's reaper of strays could see it
         os.set_blocking(r, False)
         os.set_inheritable(r, False)
         pidfd = os.pidfd_open(pid)
@@ -216,6 +222,7 @@ class Checker:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+            self.owned.discard(pid)
         os.close(pidfd)
         os.close(out)
         _unlink(self.pid_file)

@@ -728,7 +728,7 @@ class _Monitor:
         self.health = health.Checker(
             self.spec.healthcheck, command, self.spec.runtime, self.spec.container_id,
             self.poller, self.env, self.spec.state_path + ".probe-pid", self.reporter.health,
-            self._health_changed, old)
+            self._health_changed, old, OWNED)
 
     def _health_changed(self, status):
         self.event(f"health_status: {status}")
