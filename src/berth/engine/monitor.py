@@ -167,19 +167,19 @@ class StateFileReporter(Reporter):
 
 
 def process_start(pid):
-    """"<boot id>:<start time in ticks>" of a process ("" when it is gone): a pid that names
-    the same process, unlike a bare pid, which is reused (and after a reboot)."""
+    """"<boot id>:<start time in ticks>" of a live process ("" when it is gone or a zombie):
+    names the same process, unlike a bare pid, which is reused (and after a reboot)."""
+    from berth.sys.proc import stat
+
+    st = stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return ""  # dead, not yet reaped (its parent may be an init that never reaps)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
         with open("/proc/sys/kernel/random/boot_id", "rb") as f:
             boot = f.read().strip().decode()
     except OSError:
         return ""
-    fields = stat[stat.rfind(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return ""  # dead, not yet reaped (its parent may be an init that never reaps)
-    return f"{boot}:{fields[19].decode()}"
+    return f"{boot}:{st[1]}"
 
 
 def read_state(path):
