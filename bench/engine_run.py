@@ -2,8 +2,9 @@
 
 The same busybox image (imported from build/rootfs/busybox) in each engine's own storage;
 docker and podman with `--network none` (berth has no networking yet, so that is the fair
-comparison). Interleaved, N rounds; also the memory of one running container's monitor
-(PSS of berth's monitor, conmon for podman, containerd-shim for docker).
+comparison). Interleaved, N rounds; then the memory per running container with all the
+detached ones up: the PSS of what watches them (berth's zygote, which runs every monitor as
+a thread; podman's conmons; docker's containerd shims) over their number.
 
 usage: engine_run.py [-n N] [--detached M] [--only berth,docker,podman] [--no-write]
 """
@@ -39,6 +40,30 @@ def pss(pid):
     return 0
 
 
+def _processes(match):
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/comm", "rb") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if match(comm, cmd):
+            out.append(int(name))
+    return out
+
+
+def peer_monitors(engine):
+    """conmon (podman) or containerd's shims (docker) of this peer's containers."""
+    mark = engine.dir.encode()
+    shims = (b"conmon", b"containerd-shim", b"containerd-shim-runc-v2")
+    return _processes(lambda comm, cmd: comm in shims and mark in cmd)
+
+
 def timed(argv, env=None):
     t = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -62,9 +87,10 @@ class Berth:
         return timed(self.cmd + ["run", "-d", "busybox:bench", "sleep", "1000"])
 
     def monitors(self):
-        out = subprocess.run(["pgrep", "-f", "berth.engine.monitor"], capture_output=True,
-                             text=True).stdout.split()
-        return [int(p) for p in out]
+        """The process that watches this root's containers: its zygote (every monitor is a
+        thread of it)."""
+        return _processes(lambda comm, cmd: b"berth.engine.zygote" in cmd and
+                          self.root.encode() in cmd)
 
     def clean(self):
         ids = subprocess.run(self.cmd + ["ps", "-aq"], capture_output=True,
@@ -79,7 +105,7 @@ class Berth:
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10)
-    ap.add_argument("--detached", type=int, default=10)
+    ap.add_argument("--detached", type=int, default=50)
     ap.add_argument("--only", default="berth,docker,podman")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true")
@@ -121,10 +147,14 @@ def main(argv):
                     e("run", "-d", "--network", "none", "busybox:bench", "sleep", "1000",
                       timeout=120)
                     d_times[name].append(time.perf_counter() - t)
+        # Memory per running container: the PSS of every process that watches this
+        # engine's containers (berth's zygote; podman's conmons; docker's shims), divided by
+        # the containers running (the --detached ones).
         mem = {}
-        if "berth" in engines:
-            pids = engines["berth"].monitors()
-            mem["berth"] = statistics.fmean([pss(p) for p in pids]) if pids else 0
+        for name, e in engines.items():
+            pids = e.monitors() if name == "berth" else peer_monitors(e)
+            if pids:
+                mem[name] = sum(pss(p) for p in pids) / opts.detached
     finally:
         for name, e in engines.items():
             try:
@@ -132,7 +162,7 @@ def main(argv):
             except Exception:  # noqa: BLE001 - cleanup of a benchmark
                 pass
         shutil.rmtree(work, ignore_errors=True)
-    rows = ["| engine | run --rm median ms | run -d median ms | monitor PSS |",
+    rows = ["| engine | run --rm median ms | run -d median ms | monitor PSS per container |",
             "| --- | ---: | ---: | ---: |"]
     for name in engines:
         m = mem.get(name)
@@ -141,7 +171,8 @@ def main(argv):
                     f"{f'{m / 1e6:.1f} MB' if m else '-'} |")
     body = (f"Machine: {os.cpu_count()} cores, kernel {platform.release()}. busybox imported "
             f"into each engine; docker and podman with `--network none`; {opts.n} `run --rm "
-            f"true` and {opts.detached} `run -d sleep` each, interleaved.\n\n"
+            f"true` and {opts.detached} `run -d sleep` each, interleaved; memory with all "
+            f"{opts.detached} detached containers running.\n\n"
             + "\n".join(rows) + "\n")
     print(body)
     if not opts.no_write:
