@@ -108,6 +108,16 @@ def test_delete_after_the_init_was_killed_from_the_host(oci, make_bundle, contai
     assert_nothing_left(oci, container_id)
 
 
+def test_delete_what_a_dead_create_left(oci, container_id):
+    # A create killed after reserving the id and before recording its init leaves a
+    # directory with no state file: it reads as "creating" with no pid, and delete must
+    # clear it without signalling anything (pid 0 would be the caller's process group).
+    os.makedirs(os.path.join(oci.root, container_id))
+    assert state(oci, container_id)["status"] == "creating"
+    oci("delete", container_id)
+    assert not os.path.exists(os.path.join(oci.root, container_id))
+
+
 def test_concurrent_creates_of_one_id(oci, make_bundle, container_id):
     bundle = make_bundle(args=["sleep", "30"])
     results = [None] * 4

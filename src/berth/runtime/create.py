@@ -145,7 +145,7 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
         st = proc_stat(pid)
         container.state["pid"] = pid
         container.state["startTime"] = st[1] if st else 0
-        # The one durable record, written while the init builds its rootfs. It says
+        # The one record, written while the init builds its rootfs. It says
         # "created" at once: the fifo makes a `start` that comes early wait until the init
         # is ready, and if the init fails this create removes everything anyway.
         container.state["status"] = "created"

@@ -34,11 +34,12 @@ def delete(root, container_id, force=False, log=None):
         if status != "stopped":
             if status == "paused" and manager is not None:
                 manager.thaw()
-            try:
-                os.kill(c.pid, 9)
-            except ProcessLookupError:
-                pass
-            _wait_gone(c)
+            if c.pid > 0:  # a create that died before it recorded the init has none
+                try:
+                    os.kill(c.pid, 9)
+                except ProcessLookupError:
+                    pass
+                _wait_gone(c)
         remove(c, manager, _poststop_hooks(c), log)
     finally:
         c.unlock()

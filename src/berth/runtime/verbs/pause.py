@@ -23,7 +23,7 @@ def pause(root, container_id):
             raise Conflict(f"cannot pause container {container_id}: container not running")
         _manager(c).freeze()
         c.state["paused"] = True
-        c.save(sync=False)
+        c.save()
     finally:
         c.unlock()
 
@@ -37,7 +37,7 @@ def resume(root, container_id):
             raise Conflict(f"cannot resume container {container_id}: container not paused")
         _manager(c).thaw()
         c.state.pop("paused", None)
-        c.save(sync=False)
+        c.save()
     finally:
         c.unlock()
 
