@@ -185,7 +185,7 @@ def read_logs(path, *, follow=False, tail=None, since=None, until=None, stdout=T
     """Yield the log's ``Entry``s, oldest first.
 
     ``tail``: the last N records only (None or "all": every one); ``since``/``until``:
-    nanoseconds since the epoch (see ``parse_time``), records at or after / before;
+    nanoseconds since the epoch (see ``parse_time``), records at or after / at or before;
     ``follow``: after the end, wait for more while ``running()`` says the container runs
     (it is asked again once it says no, so output written just before the exit is read).
     """
@@ -198,7 +198,7 @@ def read_logs(path, *, follow=False, tail=None, since=None, until=None, stdout=T
             t = time_ns(e.time)
             if since is not None and t < since:
                 return False
-            if until is not None and t >= until:
+            if until is not None and t > until:  # Docker: entries after --until end it
                 return False
         return True
 
