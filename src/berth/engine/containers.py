@@ -290,8 +290,9 @@ class ContainerService:
         self._signal(record, first)
         self.event(record, "kill", signal=_signal_number(first))
         if not self._wait_stopped(record["id"], timeout):
-            self._signal(record, "SIGKILL")
-            self.event(record, "kill", signal=9)
+            if _signal_number(first) != 9:
+                self._signal(record, "SIGKILL")
+                self.event(record, "kill", signal=9)
             self._wait_stopped(record["id"], 30)
         record = self.get(record["id"])
         self.event(record, "stop")
