@@ -245,6 +245,19 @@ def test_net_alias():
     assert opts.network == "none"
 
 
+def test_several_networks():
+    opts, _, _ = run("--network", "a", "--network", "b", "--network-alias", "web", "--ip",
+                     "10.1.2.3", "--mac-address", "02:42:0a:01:02:03", "alpine")
+    assert opts.networks == ["a", "b"] and opts.network == "a"
+    assert opts.network_aliases == ["web"] and opts.ip == "10.1.2.3"
+    with pytest.raises(InvalidArgument, match="conflicting options"):
+        run("--network", "host", "--network", "b", "alpine")
+    with pytest.raises(InvalidArgument, match="invalid IPv4"):
+        run("--ip", "10.1.2", "alpine")
+    with pytest.raises(InvalidArgument, match="not a valid mac"):
+        run("--mac-address", "02:42", "alpine")
+
+
 def test_host_config_shape():
     opts, _, _ = run("--rm", "-m", "64m", "--cap-add", "NET_ADMIN", "--read-only",
                      "--log-opt", "max-size=10m", "alpine")
@@ -422,7 +435,6 @@ def test_cpus_beyond_the_host(monkeypatch):
 
 
 @pytest.mark.parametrize("words,words_in_message", [
-    (["--network", "container:web"], "--network container"),
     (["--log-driver", "syslog"], 'logging driver "syslog"'),
 ])
 def test_not_yet(words, words_in_message):

@@ -61,6 +61,15 @@ class ContainerService:
         """Add a container event to the journal `berth events` reads."""
         events.append(self.events_path, "container", action, record["id"],
                       events.container_attributes(record, **extra))
+        self._networks = None
+
+    @property
+    def networks(self):
+        """The network service (engine/networks.py), made on first use."""
+        if self._networks is None:
+            from berth.engine.networks import NetworkService
+            self._networks = NetworkService(self.root, self.images.meta)
+        return self._networks
 
     # ------------------------------------------------------------ paths
 
@@ -93,6 +102,7 @@ class ContainerService:
 
         planned = volumes.plan(config, hc)
         new_volumes = []
+        networks, netns_path = self._network_config(opts, cid)
         cdir = self.dir(cid)
         os.makedirs(cdir, mode=0o711, exist_ok=True)
         snap = self.images.snapshotter()
@@ -115,12 +125,18 @@ class ContainerService:
                           "ExitCode": 0, "Error": "", "StartedAt": "0001-01-01T00:00:00Z",
                           "FinishedAt": "0001-01-01T00:00:00Z"},
                 "restart_count": 0,
+                "networks": networks, "netns_path": netns_path,
             }
             hostname = opts.hostname or cid[:12]
             etc = spec.etc_files(cdir, hostname, opts.dns or None,
                                  dns_search=opts.dns_search, dns_options=opts.dns_options,
                                  extra_hosts=opts.extra_hosts,
                                  host_network=opts.network == "host")
+            if opts.network.startswith("container:"):
+                # The files of the container whose namespace this one joins.
+                other = self.dir(self.get(opts.network.partition(":")[2])["id"])
+                etc.update({f"/etc/{n}": os.path.join(other, n)
+                            for n in ("hosts", "resolv.conf")})
             # The user and /etc/passwd are read from the image's top layer chain: mount it
             # read-only for that, then build config.json against the bundle's rootfs.
             oci = self._spec_for(record, rootfs, hostname, etc, snap, image,
@@ -139,6 +155,23 @@ class ContainerService:
             self._drop_volumes(new_volumes)
             raise
         return record
+
+    def _network_config(self, opts, cid):
+        """({network id: settings}, netns path) of a new container (checks networks)."""
+        mode = opts.network
+        if mode in ("host", "none"):
+            return {}, None
+        if mode.startswith("container:"):
+            other = self.get(mode.partition(":")[2])
+            if not other.get("netns_path"):
+                from berth.errors import Unsupported
+                raise Unsupported(f"--network {mode}: container {other['name']} has no "
+                                  f"network namespace of berth's to join")
+            return {}, other["netns_path"]
+        networks = self.networks.container_networks(opts)
+        if not networks:
+            return {}, None
+        return networks, self.networks.netns_path(cid)
 
     @property
     def volumes(self):
@@ -241,13 +274,77 @@ class ContainerService:
                     pass
             from berth.engine import reconcile
             reconcile.stale_runtime_state(self, record)
-            pid = mon.spawn_monitor(spec, start=detached,
-                                    zygote=zygote_socket(self.root))
+            token = self._network_up(record, spec)
+            try:
+                pid = mon.spawn_monitor(spec, start=detached,
+                                        zygote=zygote_socket(self.root))
+            except BaseException:
+                if token:
+                    self.networks.teardown(record["id"])
+                raise
             crash_point("start")
             return self.store.update(record["id"], state={
                 "Status": "running" if detached else "created", "Running": detached,
                 "Pid": pid, "ExitCode": 0, "Error": "",
                 "StartedAt": now_rfc3339() if detached else state.get("StartedAt")})
+
+    def _network_up(self, record, spec):
+        """Set up the container's networks (and /etc files) before its monitor starts;
+        the monitor's exit hook takes them down. Returns the start's token or None."""
+        path = record.get("netns_path")
+        if path and not record.get("networks"):
+            from berth.network import netns
+            if not netns.exists(path):
+                raise Conflict("cannot join network of a non running container: "
+                               f"{record['host_config'].get('NetworkMode', '')[10:]}")
+            return None
+        if not record.get("networks"):
+            return None
+        import berth
+        self.reconcile()
+        token = self.networks.setup(record)
+        try:
+            self._write_etc(record)
+        except BaseException:
+            self.networks.teardown(record["id"])
+            raise
+        src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
+        spec.exit_hook = [mon.PYTHON, "-IS", "-c", _EXIT_HOOK % (src, self.root,
+                                                                  record["id"], token)]
+        return token
+
+    def _write_etc(self, record):
+        from berth.engine import spec
+        hc = record.get("host_config") or {}
+        hostname = record["config"].get("Hostname") or record["id"][:12]
+        eps = self.networks.endpoints(record["id"])
+        addresses = [(ep["ipv4"], [hostname]) for _, ep in eps[:1] if ep.get("ipv4")]
+        nameservers = []
+        if self.networks.dns_available():
+            nameservers = [ep["gateway"] or net.gateway for net, ep in eps[:1] if net]
+        else:
+            addresses += self.networks.peers(record["id"])
+        spec.etc_files(self.dir(record["id"]), hostname, hc.get("Dns") or None,
+                       dns_search=hc.get("DnsSearch") or (),
+                       dns_options=hc.get("DnsOptions") or (),
+                       extra_hosts=hc.get("ExtraHosts") or (), addresses=addresses,
+                       nameservers=nameservers)
+
+    def reconcile(self):
+        """Take down the networks of containers that do not run (a killed CLI, a crash)."""
+        def alive(cid):
+            try:
+                record = self.get(cid)
+            except NotFound:
+                return False
+            if record["state"].get("Running") or record["state"].get("Restarting"):
+                return True
+            try:
+                with self.store.lock(cid, wait=False):
+                    return False
+            except Conflict:
+                return True  # being started or stopped right now
+        return self.networks.reconcile(alive)
 
     def attach(self, id_or_name, stdin=None, stdout=None, stderr=None, start=False):
         record = self.get(id_or_name)
@@ -294,6 +391,10 @@ class ContainerService:
                 self._signal(record, "SIGKILL")
                 self.event(record, "kill", signal=9)
             self._wait_stopped(record["id"], 30)
+        if record.get("networks"):
+            with self.store.lock(record["id"]):
+                if not self.get(record["id"])["state"].get("Running"):
+                    self.networks.teardown(record["id"])
         record = self.get(record["id"])
         self.event(record, "stop")
         return record
@@ -332,6 +433,8 @@ class ContainerService:
             self.stop(record["id"], timeout=0, signal="SIGKILL")
             record = self.get(record["id"])
         with self.store.lock(record["id"]):
+            if record.get("networks"):
+                self.networks.teardown(record["id"])
             # The record goes first: a crash after it leaves a directory without a record,
             # which reconcile.orphans finishes removing.
             self.store.delete(record["id"])
@@ -554,6 +657,10 @@ class ContainerService:
         record = self.get(id_or_name)
         running = (lambda: self.get(record["id"])["state"].get("Running"))
         return read_logs(record["log_path"], running=running, **kw)
+
+
+_EXIT_HOOK = ("import sys;sys.path.insert(0,%r);"
+              "from berth.engine.networks import exit_hook;exit_hook(%r,%r,%r)")
 
 
 def _numeric_user(svc, record, user):

@@ -65,13 +65,13 @@ class MonitorSpec:
     FIELDS = ("container_id", "bundle", "runtime", "rootfs_mounts", "log_path",
               "log_max_size", "log_max_file", "tty", "stdin_open", "restart_policy",
               "state_path", "attach_socket", "healthcheck", "health_on_failure",
-              "stop_signal", "stop_timeout", "events_path", "event_attrs")
+              "stop_signal", "stop_timeout", "events_path", "event_attrs", "exit_hook")
 
     def __init__(self, container_id, bundle, runtime, rootfs_mounts=(), log_path="",
                  log_max_size=0, log_max_file=1, tty=False, stdin_open=False,
                  restart_policy=None, state_path="", attach_socket="", healthcheck=None,
                  health_on_failure="none", stop_signal="SIGTERM", stop_timeout=10,
-                 events_path="", event_attrs=None):
+                 events_path="", event_attrs=None, exit_hook=()):
         home = os.path.dirname(os.path.abspath(bundle))
         self.container_id = container_id
         self.bundle = os.path.abspath(bundle)
@@ -91,6 +91,9 @@ class MonitorSpec:
         self.stop_timeout = 10 if stop_timeout is None else int(stop_timeout)
         self.events_path = events_path
         self.event_attrs = dict(event_attrs or {})
+        # A command run once the container is gone for good (the engine's network
+        # teardown); its failure is not the container's.
+        self.exit_hook = list(exit_hook or ())
 
     def to_json(self):
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -573,6 +576,23 @@ class _Monitor:
         finally:
             self.writer.close()
             self._close_listener()
+            self._run_exit_hook()
+
+    def _run_exit_hook(self):
+        if not self.spec.exit_hook:
+            return
+        try:
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                pid = os.posix_spawn(self.spec.exit_hook[0], self.spec.exit_hook, self.env,
+                                     file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
+                                                   (os.POSIX_SPAWN_DUP2, null, 1),
+                                                   (os.POSIX_SPAWN_DUP2, null, 2)])
+            finally:
+                os.close(null)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
 
     def _should_restart(self, code, count):
         if os.path.exists(self.spec.state_path + ".stop"):

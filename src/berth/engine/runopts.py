@@ -8,6 +8,7 @@ HostConfig a container record keeps; ``berth.engine.spec`` turns records into co
 """
 
 import os
+import re
 
 from berth.flags import Flag, UsageError, parse
 from berth.units import parse_cpus, parse_duration, ram_in_bytes
@@ -86,9 +87,12 @@ FLAGS = [
          help="Action when the container becomes unhealthy (none, kill, restart, stop)"),
     Flag("log-driver", kind="string", help="Logging driver for the container"),
     Flag("log-opt", kind="list", help="Log driver options"),
-    Flag("network", kind="string", metavar="network",
-         help="Connect a container to a network (none, bridge, host)"),
-    Flag("net", kind="string", metavar="network", help=""),
+    Flag("network", kind="list", metavar="network", help="Connect a container to a network"),
+    Flag("net", kind="list", metavar="network", help=""),
+    Flag("network-alias", kind="list", help="Add network-scoped alias for the container"),
+    Flag("net-alias", kind="list", help=""),
+    Flag("ip", kind="string", help="IPv4 address (e.g., 172.30.100.104)"),
+    Flag("mac-address", kind="string", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     Flag("publish", "p", "list", help="Publish a container's port(s) to the host"),
     Flag("publish-all", "P", help="Publish all exposed ports to random ports"),
     Flag("expose", kind="list", help="Expose a port or a range of ports"),
@@ -163,7 +167,11 @@ class RunOptions:
         self.health_on_failure = "none"  # podman's: none, kill, restart, stop
         self.log_driver = ""
         self.log_opts = {}
-        self.network = "default"
+        self.network = "default"       # the first --network: the container's NetworkMode
+        self.networks = []             # every --network, in order
+        self.network_aliases = []
+        self.ip = ""
+        self.mac_address = ""
         self.port_bindings = {}        # "80/tcp" -> [{"HostIp", "HostPort"}]
         self.exposed_ports = {}        # "80/tcp" -> {}
         self.publish_all = False
@@ -261,8 +269,10 @@ def parse_run_flags(argv):
     opts.log_opts = {k: v for k, _, v in (o.partition("=") for o in raw["log_opt"])}
     if opts.log_driver == "none" and opts.log_opts:
         raise InvalidArgument("invalid logging opts for driver none")
-    network = raw["network"] or raw["net"] or "default"
-    opts.network = network
+    opts.networks = list(raw["network"] or raw["net"])
+    opts.network = opts.networks[0] if opts.networks else "default"
+    opts.network_aliases = list(raw["network_alias"] or raw["net_alias"])
+    opts.ip, opts.mac_address = raw["ip"], raw["mac_address"]
     for spec in raw["publish"]:
         for port, binding in parse_port_spec(spec):
             opts.exposed_ports[port] = {}
@@ -309,6 +319,10 @@ def host_config(opts):
         "AutoRemove": opts.rm,
         "LogConfig": {"Type": opts.log_driver or "json-file", "Config": dict(opts.log_opts)},
         "NetworkMode": opts.network,
+        "Networks": list(opts.networks) or [opts.network],
+        "NetworkAliases": list(opts.network_aliases),
+        "IPv4Address": opts.ip,
+        "MacAddress": opts.mac_address,
         "PortBindings": {k: list(v) for k, v in opts.port_bindings.items()},
         "PublishAllPorts": opts.publish_all,
         "Devices": list(opts.devices),
@@ -365,10 +379,21 @@ def check(opts):
             if cap != "ALL" and cap not in CAPS:
                 raise InvalidArgument(f'invalid {field}: unknown capability: "{cap}"')
     mode = opts.network
-    if mode.startswith("container:"):
-        raise Unsupported("--network container:<name> is not supported yet")
-    if mode not in ("default", "bridge", "none", "host"):
-        raise Unsupported(f"network {mode} not found (berth knows none, bridge and host)")
+    special = [n for n in opts.networks if n in ("host", "none") or n.startswith("container:")]
+    if special and len(opts.networks) > 1:
+        raise InvalidArgument("conflicting options: cannot attach both user-defined and "
+                              "non-user-defined network-modes")
+    if special and (opts.port_bindings or opts.publish_all) and mode != "host":
+        raise InvalidArgument("conflicting options: port publishing and the container type "
+                              "network mode")
+    if mode.startswith("container:") and (opts.hostname or opts.dns or opts.extra_hosts
+                                           or opts.mac_address):
+        raise InvalidArgument("conflicting options: hostname, dns, add-host or mac-address "
+                              "and the network mode")
+    if opts.ip:
+        _check_ipv4(opts.ip)
+    if opts.mac_address and not _MAC.fullmatch(opts.mac_address):
+        raise InvalidArgument(f"{opts.mac_address} is not a valid mac address")
     for flag, value in (("pid", opts.pid_mode), ("ipc", opts.ipc_mode),
                         ("uts", opts.uts_mode)):
         allowed = ("", "host") + (("private", "shareable", "none") if flag == "ipc" else ())
@@ -395,6 +420,15 @@ def check(opts):
             raise InvalidArgument(f"sysctl '{key}' is not allowed in host network namespace")
         if opts.ipc_mode == "host" and not key.startswith("net."):
             raise InvalidArgument(f"sysctl '{key}' is not allowed in host IPC namespace")
+
+
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+def _check_ipv4(text):
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        raise InvalidArgument(f"invalid IPv4 address: {text}")
 
 
 def _check_name(name):

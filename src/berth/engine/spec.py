@@ -259,9 +259,13 @@ def resolve_user(rootfs, spec="", group_add=()):
 
 def etc_files(container_dir, hostname, dns=None, *, dns_search=(), dns_options=(),
               extra_hosts=(), host_network=False, resolv_conf="/etc/resolv.conf",
-              hosts_file="/etc/hosts"):
+              hosts_file="/etc/hosts", addresses=(), nameservers=()):
     """Write ``hostname``, ``hosts`` and ``resolv.conf`` into ``container_dir`` as Docker
-    does; returns {container path: host path} for ``oci_spec(etc=...)``."""
+    does; returns {container path: host path} for ``oci_spec(etc=...)``.
+
+    ``addresses`` are (ip, names) lines after the --add-host ones (the container's own
+    address on each network first, as Docker writes it); ``nameservers`` replace the
+    host's (the embedded DNS server) unless --dns was given."""
     files = {}
     # --network host shares the host's view of names; otherwise Docker's fixed entries.
     hosts = _read_host(hosts_file) if host_network else _HOSTS
@@ -269,8 +273,9 @@ def etc_files(container_dir, hostname, dns=None, *, dns_search=(), dns_options=(
         hosts += "\n"
     hosts += "".join(f"{ip}\t{name}\n" for name, _, ip in
                      (h.partition(":") for h in extra_hosts))
-    resolv = _resolv_conf(_host_resolv(resolv_conf), dns, dns_search, dns_options,
-                          host_network)
+    hosts += "".join(f"{ip}\t{' '.join(names)}\n" for ip, names in addresses)
+    resolv = _resolv_conf(_host_resolv(resolv_conf), dns or list(nameservers) or None,
+                          dns_search, dns_options, host_network)
     for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
                        ("resolv.conf", resolv)):
         path = os.path.join(container_dir, name)
@@ -444,7 +449,7 @@ def oci_spec(container, rootfs, *, hostname=None, etc=None, extra_mounts=(), ini
     mounts = _merge_mounts(mounts, user_mounts)
 
     linux = {
-        "namespaces": _namespaces(hc),
+        "namespaces": _namespaces(hc, container.get("netns_path")),
         "resources": _resources(hc, privileged),
         "cgroupsPath": f"/berth/{cid}",
     }
@@ -627,7 +632,7 @@ def _rootfs_propagation(mounts):
     return ""
 
 
-def _namespaces(hc):
+def _namespaces(hc, netns_path=None):
     out = []
     if hc.get("PidMode") != "host":
         out.append({"type": "pid"})
@@ -637,7 +642,9 @@ def _namespaces(hc):
         out.append({"type": "uts"})
     out.append({"type": "mount"})
     if (hc.get("NetworkMode") or "default") != "host":
-        out.append({"type": "network"})
+        # A network the engine set up: a namespace file it keeps (network/netns.py).
+        out.append({"type": "network", "path": netns_path} if netns_path
+                   else {"type": "network"})
     out.append({"type": "cgroup"})
     return out
 

@@ -1,0 +1,174 @@
+"""The built-in bridge driver: a Linux bridge per network, a veth pair per endpoint, NAT.
+
+All link work is rtnetlink in process (``netlink``), all rules one nft batch per change
+(``firewall``). The driver keeps no state of its own: the engine passes a ``rules``
+callable that returns the (BridgeRules, PortRule) lists its records describe, and every
+change re-renders the table from it, keeping only bridges whose link exists.
+
+The default network (option com.docker.network.bridge.default_bridge) is brought up by
+its first endpoint and taken down with its last, so an idle host keeps nothing of berth's.
+A host-wide flock serialises link and rule changes of every berth process and root.
+"""
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+
+from berth.errors import AlreadyExists, BerthError
+from berth.network import firewall, netns
+from berth.network.netlink import Netlink
+
+LOCK_PATH = "/run/berth-network.lock"
+DEFAULT_BRIDGE_OPTION = "com.docker.network.bridge.default_bridge"
+
+
+_held = [0]  # nesting depth in this process: a second flock on a new fd would deadlock
+
+
+@contextlib.contextmanager
+def host_lock():
+    """The host-wide lock for bridges, subnets and rules (every root shares the kernel);
+    re-entrant within a process."""
+    if _held[0]:
+        _held[0] += 1
+        try:
+            yield
+        finally:
+            _held[0] -= 1
+        return
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[0] = 1
+        try:
+            yield
+        finally:
+            _held[0] = 0
+    finally:
+        os.close(fd)
+
+
+def host_ifname(container_id, network_id):
+    """The host end of a container's veth on a network: stable, so detach finds it."""
+    return "vb" + hashlib.sha256((container_id + network_id).encode()).hexdigest()[:11]
+
+
+def mac_for(ip):
+    """Docker's classic address: 02:42 then the IPv4 address."""
+    return "02:42:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
+
+
+def _sysctl(path, value):
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as err:
+        if err.errno != errno.ENOENT:
+            raise
+
+
+class BridgeDriver:
+    def __init__(self, root, rules=lambda: ([], [])):
+        self.root = root
+        self.table = firewall.table_name(root)
+        self.rules = rules
+
+    # ------------------------------------------------------------ networks
+
+    def create(self, net):
+        if net.options.get(DEFAULT_BRIDGE_OPTION) == "true":
+            return  # made by its first endpoint
+        with host_lock(), Netlink() as nl:
+            self._bridge(nl, net)
+            self._sync(nl)
+
+    def remove(self, net):
+        with host_lock(), Netlink() as nl:
+            nl.delete_link(net.bridge)
+            self._sync(nl)
+
+    def _bridge(self, nl, net):
+        """Make ``net``'s bridge if it is missing: address, up, forwarding on."""
+        if nl.index(net.bridge) is not None:
+            return
+        subnet_len = int(net.subnet.split("/")[1])
+        try:
+            nl.add_bridge(net.bridge, mtu=net.mtu if net.mtu != 1500 else None)
+            nl.add_address(net.bridge, net.gateway, subnet_len)
+            nl.set_link(net.bridge, up=True)
+            # Published ports on 127.0.0.1 are translated to the bridge; the kernel drops
+            # loopback sources on other links unless this is set (firewall's guard keeps
+            # containers from using it to reach the host's 127/8).
+            _sysctl(f"/proc/sys/net/ipv4/conf/{net.bridge}/route_localnet", "1")
+            _sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+        except BaseException:
+            nl.delete_link(net.bridge)
+            raise
+
+    def _sync(self, nl):
+        bridges, ports = self.rules()
+        present = {link["name"] for link in nl.links()}
+        bridges = [b for b in bridges if b.bridge in present]
+        up = {b.bridge for b in bridges}
+        firewall.apply(firewall.render(self.table, bridges,
+                                       [p for p in ports if p.bridge in up]))
+
+    def sync(self):
+        """Re-render the rules from the engine's state (after a crash, say)."""
+        with host_lock(), Netlink() as nl:
+            self._sync(nl)
+
+    # ------------------------------------------------------------ endpoints
+
+    def attach(self, net, netns_path, ep, ports):
+        prefix = int(net.subnet.split("/")[1])
+        mac = ep.mac or mac_for(ep.ipv4)
+        host = host_ifname(ep.container_id, ep.network_id)
+        with host_lock(), Netlink() as nl:
+            self._bridge(nl, net)
+            try:
+                master = nl.index(net.bridge)
+                fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    nl.add_veth(host, ep.ifname, fd, mtu=net.mtu, peer_mac=mac,
+                                master=master)
+                finally:
+                    os.close(fd)
+                nl.set_link(host, up=True)
+                with netns.netlink_in(netns_path) as inside:
+                    inside.add_address(ep.ifname, ep.ipv4, prefix)
+                    inside.set_link(ep.ifname, up=True)
+                    if not net.internal:
+                        try:
+                            inside.add_route("0.0.0.0/0", gateway=net.gateway)
+                        except AlreadyExists:
+                            pass  # an earlier network gave the default route
+                self._sync(nl)
+            except BaseException as err:
+                try:
+                    nl.delete_link(host)
+                    self._drop_idle_default(nl, net)
+                except BerthError as cleanup:
+                    if isinstance(err, BerthError):
+                        err.cleanup_errors.append(cleanup)
+                raise
+        return type(ep)(ep.container_id, ep.network_id, ep.ifname, ep.ipv4, prefix,
+                        None if net.internal else net.gateway, mac, ep.aliases)
+
+    def detach(self, net, netns_path, ep):
+        with host_lock(), Netlink() as nl:
+            nl.delete_link(host_ifname(ep.container_id, ep.network_id))
+            if netns_path and netns.exists(netns_path):
+                with netns.netlink_in(netns_path) as inside:
+                    inside.delete_link(ep.ifname)
+            self._drop_idle_default(nl, net)
+            self._sync(nl)
+
+    def _drop_idle_default(self, nl, net):
+        if net.options.get(DEFAULT_BRIDGE_OPTION) != "true":
+            return
+        index = nl.index(net.bridge)
+        if index is not None and not any(link["master"] == index for link in nl.links()):
+            nl.delete_link(net.bridge)

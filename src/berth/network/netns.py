@@ -1,0 +1,108 @@
+"""Persistent named network namespaces: a file bind-mounted from a namespace's nsfs inode.
+
+``create(path)`` forks a child that unshares a new network namespace and bind-mounts its
+/proc/self/ns/net onto ``path``, then exits: the mount keeps the namespace alive with no
+process in it, and any OCI runtime joins it by path. ``netlink_in(path)`` opens a netlink
+socket inside it from a short-lived thread that setns()es (a socket stays in the namespace
+it was made in), so no process of ours ever changes namespace.
+"""
+
+import errno
+import os
+import threading
+
+from berth.errors import SystemFailure, from_oserror
+from berth.network.netlink import Netlink
+from berth.sys import linux
+
+CLONE_NEWNET = 0x40000000
+_MS_BIND = 0x1000
+_MNT_DETACH = 0x2
+
+
+def create(path):
+    """A new network namespace kept alive by a bind mount on ``path`` (made, must not
+    exist); its loopback is brought up."""
+    os.makedirs(os.path.dirname(path), 0o711, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
+    except OSError as err:
+        raise from_oserror(err, f"create network namespace {path}") from None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no Python-level cleanup, one line of error back
+        try:
+            os.close(r)
+            linux.unshare(CLONE_NEWNET)
+            linux.mount("/proc/self/ns/net", path, None, _MS_BIND)
+            os._exit(0)
+        except BaseException as err:  # noqa: BLE001
+            try:
+                os.write(w, str(err).encode()[:500])
+            finally:
+                os._exit(1)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        message = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        _unlink(path)
+        raise SystemFailure(f"create network namespace {path}: {message or status}")
+    try:
+        with netlink_in(path) as nl:
+            nl.set_link("lo", up=True)
+    except BaseException:
+        remove(path)
+        raise
+    return path
+
+
+def remove(path):
+    """Unmount and delete a namespace file; a missing one is no error."""
+    try:
+        linux.umount(path, _MNT_DETACH)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOENT):
+            raise from_oserror(err, f"remove network namespace {path}") from None
+    _unlink(path)
+
+
+def exists(path):
+    """True when ``path`` is a mounted namespace file (not a leftover empty file)."""
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(path)).st_dev
+    except OSError:
+        return False
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def netlink_in(path):
+    """A ``Netlink`` whose socket lives in the namespace at ``path``."""
+    result = {}
+
+    def enter():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                linux.setns(fd, CLONE_NEWNET, path)
+            finally:
+                os.close(fd)
+            result["nl"] = Netlink()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            result["err"] = err
+
+    thread = threading.Thread(target=enter, name="netns")
+    thread.start()
+    thread.join()
+    if "err" in result:
+        err = result["err"]
+        if isinstance(err, OSError):
+            raise from_oserror(err, f"enter network namespace {path}") from None
+        raise err
+    return result["nl"]
