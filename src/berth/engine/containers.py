@@ -330,6 +330,69 @@ class ContainerService:
                        extra_hosts=hc.get("ExtraHosts") or (), addresses=addresses,
                        nameservers=nameservers)
 
+    def connect(self, id_or_name, network, aliases=(), ip=""):
+        record = self.get(id_or_name)
+        with self.store.lock(record["id"]):
+            record = self.get(record["id"])
+            networks = self.networks.connect(record, network, aliases, ip)
+            self.store.update(record["id"], networks=networks)
+
+    def disconnect(self, id_or_name, network, force=False):
+        record = self.get(id_or_name)
+        with self.store.lock(record["id"]):
+            record = self.get(record["id"])
+            networks = self.networks.disconnect(record, network, force)
+            self.store.update(record["id"], networks=networks)
+
+    def ports(self, id_or_name):
+        """Docker's NetworkSettings.Ports: {"80/tcp": [{"HostIp", "HostPort"}] or None}."""
+        record = self.get(id_or_name)
+        out = {p: None for p in (record["config"].get("ExposedPorts") or {})}
+        if not record["state"].get("Running"):
+            return out
+        for _, ep in self.networks.endpoints(record["id"]):
+            for p in ep.get("ports") or ():
+                out.setdefault(f"{p['container_port']}/{p['proto']}", None)
+                key = f"{p['container_port']}/{p['proto']}"
+                out[key] = (out[key] or []) + [{"HostIp": p["host_ip"] or "0.0.0.0",
+                                                 "HostPort": str(p["host_port"])}]
+        return out
+
+    def network_settings(self, record):
+        """Docker's NetworkSettings for inspect."""
+        running = record["state"].get("Running")
+        eps = {net.id: ep for net, ep in self.networks.endpoints(record["id"]) if net} \
+            if running and record.get("networks") else {}
+        networks = {}
+        mode = (record.get("host_config") or {}).get("NetworkMode") or "default"
+        confs = record.get("networks") or {}
+        if not confs and mode in ("host", "none"):
+            confs = {self.networks.get(mode).id: {"name": mode, "aliases": []}}
+        for net_id, conf in confs.items():
+            ep = eps.get(net_id) or {}
+            networks[conf["name"]] = {
+                "IPAMConfig": {"IPv4Address": conf["ip"]} if conf.get("ip") else None,
+                "Links": None, "Aliases": list(conf.get("aliases") or []) or None,
+                "MacAddress": ep.get("mac") or "", "NetworkID": net_id,
+                "EndpointID": ep.get("endpoint_id", ""), "Gateway": ep.get("gateway") or "",
+                "IPAddress": ep.get("ipv4") or "", "IPPrefixLen": ep.get("prefixlen") or 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "DriverOpts": None, "DNSNames": [n for n in [record["name"],
+                                                              *(conf.get("aliases") or []),
+                                                              record["id"][:12]]] if ep
+                else None}
+        first = next(iter(networks.values()), {})
+        return {
+            "Bridge": "", "SandboxID": "", "SandboxKey": record.get("netns_path") or "",
+            "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "Ports": self.ports(record["id"]),
+            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+            "EndpointID": first.get("EndpointID", ""), "Gateway": first.get("Gateway", ""),
+            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPAddress": first.get("IPAddress", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
+            "IPv6Gateway": "", "MacAddress": first.get("MacAddress", ""),
+            "Networks": networks}
+
     def reconcile(self):
         """Take down the networks of containers that do not run (a killed CLI, a crash)."""
         def alive(cid):
@@ -649,6 +712,7 @@ class ContainerService:
             "Platform": "linux", "HostConfig": dict(r["host_config"]),
             "Config": dict(conf, Hostname=conf.get("Hostname") or r["id"][:12]),
             "Mounts": list(r.get("mounts") or ()),
+            "NetworkSettings": self.network_settings(r),
         }
 
     def logs(self, id_or_name, **kw):
