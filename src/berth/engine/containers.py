@@ -54,6 +54,7 @@ class ContainerService:
         self.store = ContainerStore(self.images.meta)
         self.oci_root = os.path.join(root, "run", "oci")
         self.events_path = events.journal_path(root)
+        self._networks = None
         from berth.engine import reconcile
         reconcile.orphans(self)
 
@@ -61,7 +62,6 @@ class ContainerService:
         """Add a container event to the journal `berth events` reads."""
         events.append(self.events_path, "container", action, record["id"],
                       events.container_attributes(record, **extra))
-        self._networks = None
 
     @property
     def networks(self):
