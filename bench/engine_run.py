@@ -1,8 +1,7 @@
 """`run --rm IMAGE true` and detached runs: berth against docker and podman, one run.
 
 The same busybox image (imported from build/rootfs/busybox) in each engine's own storage;
-docker and podman with `--network none` (berth has no networking yet, so that is the fair
-comparison). Interleaved, N rounds; then the memory per running container with all the
+every engine with `--network none` (what networking adds is bench/net.py's subject). Interleaved, N rounds; then the memory per running container with all the
 detached ones up: the PSS of what watches them (berth's zygote, which runs every monitor as
 a thread; podman's conmons; docker's containerd shims) over their number.
 
@@ -81,10 +80,11 @@ class Berth:
                        stdout=subprocess.DEVNULL)
 
     def run_rm(self):
-        return timed(self.cmd + ["run", "--rm", "busybox:bench", "true"])
+        return timed(self.cmd + ["run", "--rm", "--network", "none", "busybox:bench", "true"])
 
     def run_d(self):
-        return timed(self.cmd + ["run", "-d", "busybox:bench", "sleep", "1000"])
+        return timed(self.cmd + ["run", "-d", "--network", "none", "busybox:bench", "sleep",
+                                 "1000"])
 
     def monitors(self):
         """The process that watches this root's containers: its zygote (every monitor is a
@@ -170,7 +170,7 @@ def main(argv):
                     f"{statistics.median(d_times[name]) * 1e3:.0f} | "
                     f"{f'{m / 1e6:.1f} MB' if m else '-'} |")
     body = (f"Machine: {os.cpu_count()} cores, kernel {platform.release()}. busybox imported "
-            f"into each engine; docker and podman with `--network none`; {opts.n} `run --rm "
+            f"into each engine; all with `--network none`; {opts.n} `run --rm "
             f"true` and {opts.detached} `run -d sleep` each, interleaved; memory with all "
             f"{opts.detached} detached containers running.\n\n"
             + "\n".join(rows) + "\n")
