@@ -1,8 +1,8 @@
 """`run --rm IMAGE true` and detached runs: berth against docker and podman, one run.
 
 The same busybox image (imported from build/rootfs/busybox) in each engine's own storage;
-every engine with `--network none` (what networking adds is bench/net.py's subject). Interleaved, N rounds; then the memory per running container with all the
-detached ones up: the PSS of what watches them (berth's zygote, which runs every monitor as
+every engine with `--network none` (what networking adds is bench/net.py's subject).
+Interleaved, N rounds; then the memory per running container with all the detached ones up: the PSS of what watches them (berth's zygote, which runs every monitor as
 a thread; podman's conmons; docker's containerd shims) over their number.
 
 usage: engine_run.py [-n N] [--detached M] [--only berth,docker,podman] [--no-write]
