@@ -15,7 +15,7 @@ ALLOWED = {
     "cgroups": {"errors", "sys", "spec"},
     "runtime": {"errors", "sys", "spec", "cgroups", "units"},
     "content": {"errors", "spec"},
-    "metadata": {"errors"},
+    "metadata": {"errors", "spec"},
     "snapshots": {"errors", "sys", "spec", "metadata"},
     "registry": {"errors", "spec", "content", "images"},
     "images": {"errors", "sys", "spec", "content", "metadata", "snapshots", "registry",

@@ -7,7 +7,6 @@
 aligns columns separated by ``\\t``.
 """
 
-import json
 import time
 
 # ---------------------------------------------------------------- units (go-units' rules)
@@ -284,8 +283,14 @@ def _value(arg, data):
     raise TemplateError(f'template: function "{text}" not defined')
 
 
+def _json_dumps(value):
+    import json  # templates are a rare path; json costs ~5 ms to import
+
+    return json.dumps(value, separators=(",", ":"))
+
+
 _FUNCS = {
-    "json": lambda v: json.dumps(v, separators=(",", ":")),
+    "json": lambda v: _json_dumps(v),
     "upper": lambda v: str(v).upper(),
     "lower": lambda v: str(v).lower(),
     "title": lambda v: str(v).title(),

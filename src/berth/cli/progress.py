@@ -6,7 +6,7 @@ printed, one line each, as docker does when its output is piped. Safe to call fr
 threads that fetch layers in parallel.
 """
 
-import threading
+import _thread
 import time
 
 from berth.cli.output import human_size
@@ -31,7 +31,7 @@ class Progress:
                 tty = False
         self.tty = tty
         self.min_interval = min_interval
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._order = []       # ids in the order their lines were printed
         self._status = {}      # id -> last status word (for piped output)
         self._drawn = {}       # id -> time of the last redraw with a bar

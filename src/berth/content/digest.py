@@ -4,8 +4,6 @@ Parsing is strict (lower-case hex of the algorithm's exact length) because a dig
 file under blobs/: a lax parser would let "sha256:../x" escape the store.
 """
 
-import hashlib
-
 from berth.errors import InvalidArgument
 
 ALGORITHMS = ("sha256", "sha512")
@@ -47,8 +45,28 @@ def parse_digest(s):
     return alg, hexpart
 
 
+# Below this size the interpreter's built-in sha256/sha512 hash as fast as any: `berth run`
+# hashes only its image's manifest and config, and loading hashlib (OpenSSL) costs ~3 ms.
+_SMALL = 1 << 20
+
+
+def _small_hasher(alg):
+    try:
+        if alg == "sha256":
+            from _sha256 import sha256 as new
+        elif alg == "sha512":
+            from _sha512 import sha512 as new
+        else:
+            return hasher(alg)
+    except ImportError:  # a Python without them (3.12 calls it _sha2)
+        return hasher(alg)
+    return new()
+
+
 def hasher(digest_or_alg):
     """A fresh hashlib object for the algorithm of "sha256:..." or of the name "sha256"."""
+    import hashlib  # OpenSSL's (~3 ms to load): for streams and big blobs
+
     if isinstance(digest_or_alg, str) and ":" in digest_or_alg:
         alg = parse_digest(digest_or_alg)[0]
     elif digest_or_alg in _HEX_LENGTH:
@@ -60,6 +78,6 @@ def hasher(digest_or_alg):
 
 def digest_bytes(data, alg="sha256"):
     """The digest "alg:<hex>" of ``data``."""
-    h = hasher(alg)
+    h = _small_hasher(alg) if len(data) < _SMALL else hasher(alg)
     h.update(data)
     return f"{alg}:{h.hexdigest()}"

@@ -9,7 +9,6 @@ every read: a monitor that died shows its container as exited with the code it r
 """
 
 import os
-import shutil
 import time
 
 from berth import events
@@ -18,6 +17,7 @@ from berth.engine import names
 from berth.engine.store import ContainerStore
 from berth.engine.zygote import socket_path as zygote_socket
 from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.sys.tree import remove_tree
 
 DEFAULT_RUNTIME = "/usr/local/bin/berth-oci"
 
@@ -32,13 +32,15 @@ def find_runtime(name=""):
     """The OCI runtime's path: a path, a name on PATH, or berth-oci by default."""
     if name and "/" in name:
         return name
+    if name in ("", "berth-oci") and os.access(DEFAULT_RUNTIME, os.X_OK):
+        return DEFAULT_RUNTIME
+    import shutil  # a search of PATH: not the default's path
+
     if name and name != "berth-oci":
         found = shutil.which(name)
         if not found:
             raise InvalidArgument(f"unknown or invalid runtime name: {name}")
         return found
-    if os.access(DEFAULT_RUNTIME, os.X_OK):
-        return DEFAULT_RUNTIME
     found = shutil.which("berth-oci")
     if not found:
         raise NotFound("berth-oci is not installed (make install-bin)")
@@ -151,7 +153,7 @@ class ContainerService:
                 snap.remove(key)
             except Exception:  # noqa: BLE001 - the original error is what matters
                 pass
-            shutil.rmtree(cdir, ignore_errors=True)
+            remove_tree(cdir, ignore_errors=True)
             self._drop_volumes(new_volumes)
             raise
         return record

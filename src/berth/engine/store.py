@@ -10,13 +10,13 @@ module owns PRAGMA user_version for its tables).
 """
 
 import fcntl
-import json
 import os
 import time
 
 from berth.engine.names import is_id, random_name, validate_name
 from berth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unsupported
 from berth.errors import SystemFailure, from_oserror
+from berth.spec.jsonio import dumps, loads
 
 SCHEMA_VERSION = 1
 
@@ -131,17 +131,17 @@ class ContainerStore:
                 record["name"] = random_name(taken)
             self.md.execute(
                 "INSERT INTO containers (id, name, created, record) VALUES (?, ?, ?, ?)",
-                (cid, record["name"], record["created"], json.dumps(record)))
+                (cid, record["name"], record["created"], dumps(record)))
         return record
 
     def get(self, id_or_name):
         """The record of a full id, an exact name ("/" optional) or a unique id prefix."""
-        return json.loads(self._row(id_or_name)["record"])
+        return loads(self._row(id_or_name)["record"])
 
     def list(self):
         """All records, newest first."""
         rows = self.md.query("SELECT record FROM containers ORDER BY created DESC, id")
-        return [json.loads(row[0]) for row in rows]
+        return [loads(row[0]) for row in rows]
 
     def update(self, cid, **fields):
         """Merge ``fields`` into a record atomically; return the new record.
@@ -154,7 +154,7 @@ class ContainerStore:
             raise InvalidArgument("update container: the id cannot change")
         with self.md.transaction():
             row = self._row(cid)
-            record = json.loads(row["record"])
+            record = loads(row["record"])
             for key, value in fields.items():
                 old = record.get(key)
                 if isinstance(old, dict) and isinstance(value, dict):
@@ -166,7 +166,7 @@ class ContainerStore:
                 self._check_name_free(record["name"], row["id"])
             self.md.execute("UPDATE containers SET name = ?, created = ?, record = ? "
                             "WHERE id = ?",
-                            (record["name"], record.get("created"), json.dumps(record),
+                            (record["name"], record.get("created"), dumps(record),
                              row["id"]))
         return record
 

@@ -15,13 +15,12 @@ mounts: a volume is made when missing and, while its _data is empty, filled from
 content at the destination (owners, modes, times, xattrs; not with nocopy), as Docker does.
 """
 
-import json
 import os
-import secrets
-import shutil
 import time
 
 from berth.errors import Conflict, InvalidArgument, NotFound, SystemFailure
+from berth.spec.jsonio import dumps, loads
+from berth.sys.tree import remove_tree
 
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 _OPTION_KEYS = ("type", "device", "o", "size")
@@ -75,7 +74,7 @@ class VolumeService:
         check_options(options)
         labels = dict(labels or {})
         if anonymous or not name:
-            name = secrets.token_hex(32)
+            name = os.urandom(32).hex()
         if anonymous:  # `volume create` without a name makes a named one (Docker 23+)
             labels.setdefault(ANONYMOUS_LABEL, "")
         check_name(name)
@@ -86,18 +85,18 @@ class VolumeService:
         with self.md.transaction():
             rows = self.md.query("SELECT record FROM volumes WHERE name = ?", (name,))
             if rows:
-                return json.loads(rows[0][0])
+                return loads(rows[0][0])
             self.md.execute("INSERT INTO volumes (name, created, record) VALUES (?, ?, ?)",
-                            (name, record["CreatedAt"], json.dumps(record)))
+                            (name, record["CreatedAt"], dumps(record)))
             tmp = os.path.join(self.root, f".new-{name}")
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp, ignore_errors=True)
             try:
                 os.mkdir(tmp, 0o701)
                 os.mkdir(os.path.join(tmp, "_data"), 0o755)
-                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                remove_tree(os.path.join(self.root, name), ignore_errors=True)
                 os.rename(tmp, os.path.join(self.root, name))
             except OSError as err:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp, ignore_errors=True)
                 raise SystemFailure(f"create {name}: {err.strerror}", errno=err.errno) \
                     from None
         return record
@@ -106,10 +105,10 @@ class VolumeService:
         rows = self.md.query("SELECT record FROM volumes WHERE name = ?", (name,))
         if not rows:
             raise NotFound(f"get {name}: no such volume")
-        return json.loads(rows[0][0])
+        return loads(rows[0][0])
 
     def list(self):
-        return [json.loads(r[0]) for r in
+        return [loads(r[0]) for r in
                 self.md.query("SELECT record FROM volumes ORDER BY name")]
 
     def users(self):
@@ -120,7 +119,7 @@ class VolumeService:
         except SystemFailure:
             return out  # no containers table yet
         for cid, raw in rows:
-            for m in json.loads(raw).get("mounts") or ():
+            for m in loads(raw).get("mounts") or ():
                 if m.get("Type") == "volume":
                     out.setdefault(m["Name"], []).append(cid)
         return out
@@ -143,7 +142,7 @@ class VolumeService:
                 os.rename(os.path.join(self.root, name), doomed)
             except FileNotFoundError:
                 return
-        shutil.rmtree(doomed, ignore_errors=True)
+        remove_tree(doomed, ignore_errors=True)
 
     def prune(self, all_volumes=False, filters=None):
         """Remove unused volumes (anonymous ones only unless ``all_volumes``) and
@@ -166,7 +165,7 @@ class VolumeService:
             names = {r[0] for r in self.md.query("SELECT name FROM volumes")}
             for entry in os.listdir(self.root) if os.path.isdir(self.root) else ():
                 if entry not in names and not entry.startswith(".new-"):
-                    shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
+                    remove_tree(os.path.join(self.root, entry), ignore_errors=True)
         return removed, freed
 
     def usage(self, name):

@@ -7,11 +7,11 @@ in ``berth.spec.image`` and keeps the raw bytes; the descriptors it hands out ar
 with the OCI field names, as the rest of the image code passes them around.
 """
 
-import hashlib
-import json
 import os
 
+from berth.content.digest import digest_bytes
 from berth.errors import InvalidArgument, NotFound, Unsupported
+from berth.spec import jsonio
 from berth.spec._record import Record
 from berth.spec.image import ImageIndex, ImageManifest
 
@@ -127,7 +127,7 @@ class _Document(Record):
     @property
     def digest(self):
         """sha256 digest of the raw bytes (what a registry names the document by)."""
-        return "sha256:" + hashlib.sha256(self.raw).hexdigest()
+        return digest_bytes(self.raw)
 
 
 class Manifest(_Document):
@@ -172,9 +172,10 @@ def parse_manifest(data, media_type=None, ref=None):
     if isinstance(data, str):
         data = data.encode()
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InvalidArgument(f"manifest: invalid JSON: {err}") from None
+        doc = jsonio.loads(data, "manifest")
+    except InvalidArgument as err:  # "manifest: not valid JSON: why" or "...: not UTF-8: why"
+        why = str(err).split(": ", 2)[-1]
+        raise InvalidArgument(f"manifest: invalid JSON: {why}") from None
     if not isinstance(doc, dict):
         raise InvalidArgument("manifest: must be a JSON object")
     given = (media_type or "").partition(";")[0].strip().lower()

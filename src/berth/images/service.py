@@ -6,8 +6,7 @@ content store; layers are unpacked into snapshots keyed by their chain ids. The 
 the digest of the config blob, kept byte-exact, so ids and `inspect` match Docker's.
 """
 
-import json
-import threading
+import _thread
 import time
 
 from berth.content.digest import digest_bytes
@@ -16,6 +15,7 @@ from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.images import manifest as mf
 from berth.images import reference
 from berth.metadata.db import Metadata
+from berth.spec import jsonio
 
 
 # An annotation on an image record's target: the name was pulled from (or pushed to) its
@@ -45,7 +45,7 @@ class Image:
         self.manifest = manifest      # the platform's Manifest
         self.config_desc = config_desc
         self.config_raw = config_raw  # bytes, byte-exact
-        self.config = json.loads(config_raw)
+        self.config = jsonio.loads(config_raw, "image config")
         self.created = created
 
     @property
@@ -73,7 +73,7 @@ class ImageService:
         self.content = ContentStore(root)
         self.meta = Metadata(root)
         self._snapshotter = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def close(self):
         close = getattr(self.meta, "close", None)

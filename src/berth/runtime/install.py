@@ -134,10 +134,13 @@ def _search(name):
 codecs.register(_search)
 """
 
-CLI_LAUNCHER = """#!{python}
+# -IS: no `site` (~4.5 ms a call) and no user or environment paths; the installer's
+# site-packages (the venv's, Debian's dist-packages: isal, zstandard) come last, explicitly.
+CLI_LAUNCHER = """#!{python} -IS
 # berth launcher, written by `python -m berth.runtime.install`.
 import sys
 sys.path.insert(0, {src!r})
+sys.path += {packages!r}
 from berth.cli.main import entry
 entry()
 """
@@ -148,8 +151,11 @@ def install_cli(prefix, src, python=None):
     which holds the optional fast codecs)."""
     path = os.path.join(prefix, "bin", "berth")
     tmp = path + ".tmp"
+    packages = [p for p in sys.path if p.rstrip("/").endswith(("site-packages",
+                                                                "dist-packages"))]
     with open(tmp, "w") as f:
-        f.write(CLI_LAUNCHER.format(python=python or sys.executable, src=src))
+        f.write(CLI_LAUNCHER.format(python=python or sys.executable, src=src,
+                                    packages=packages))
     os.chmod(tmp, 0o755)
     os.rename(tmp, path)
     return path

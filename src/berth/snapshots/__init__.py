@@ -90,8 +90,6 @@ def default_snapshotter(root, metadata):
 
     The answer is probed once and kept in <root>/snapshots/driver.
     """
-    from berth.snapshots import copy, overlay
-
     base = os.path.join(root, "snapshots")
     os.makedirs(base, 0o700, exist_ok=True)
     cache = os.path.join(base, "driver")
@@ -101,10 +99,15 @@ def default_snapshotter(root, metadata):
     except FileNotFoundError:
         driver = ""
     if driver not in ("overlay", "copy"):
+        from berth.snapshots import overlay
+
         driver = "overlay" if overlay.supported(base) else "copy"
         tmp = f"{cache}.{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(driver + "\n")
         os.rename(tmp, cache)
-    cls = overlay.OverlaySnapshotter if driver == "overlay" else copy.CopySnapshotter
+    if driver == "overlay":
+        from berth.snapshots.overlay import OverlaySnapshotter as cls
+    else:
+        from berth.snapshots.copy import CopySnapshotter as cls
     return cls(root, metadata)

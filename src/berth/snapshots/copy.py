@@ -8,7 +8,6 @@ Mounts: a bind of the snapshot's own tree, read-write for active, read-only for 
 """
 
 import os
-import subprocess
 
 from berth.errors import Conflict, SystemFailure
 from berth.snapshots import Mount
@@ -25,6 +24,8 @@ class CopySnapshotter(Snapshotter):
         if parent_row is None or kind != ACTIVE:
             return
         src = self._dir(parent_row, "fs")
+        import subprocess
+
         proc = subprocess.run(["cp", "-a", "--reflink=auto", "--", f"{src}/.", fs],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -16,12 +16,11 @@ overlayfs stacks at most 500 lower layers.
 """
 
 import os
-import shutil
-import tempfile
 
 from berth.errors import Conflict, Unsupported
 from berth.snapshots import Mount
 from berth.snapshots._base import ACTIVE, COMMITTED, VIEW, Snapshotter, _rmtree
+from berth.sys.tree import remove_tree
 
 MAX_LOWER = 500
 
@@ -73,6 +72,8 @@ def _page_size():
 
 def supported(base):
     """Whether an overlay with whiteouts mounts with its directories under ``base``."""
+    import tempfile
+
     from berth.sys import linux
 
     if os.geteuid() != 0:
@@ -98,5 +99,5 @@ def supported(base):
     except OSError:
         return False
     finally:
-        shutil.rmtree(probe, ignore_errors=True)
+        remove_tree(probe, ignore_errors=True)
         _rmtree(probe)
