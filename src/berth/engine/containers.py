@@ -139,8 +139,8 @@ class ContainerService:
                 other = self.dir(self.get(opts.network.partition(":")[2])["id"])
                 etc.update({f"/etc/{n}": os.path.join(other, n)
                             for n in ("hosts", "resolv.conf")})
-            # The user and /etc/passwd are read from the image's top layer chain: mount it
-            # read-only for that, then build config.json against the bundle's rootfs.
+            # The user is resolved against the image's /etc/passwd and /etc/group, read from
+            # its layers; config.json names the bundle's rootfs.
             oci = self._spec_for(record, rootfs, hostname, etc, snap, image,
                                  (planned, new_volumes))
             crash_point("create")
@@ -190,6 +190,29 @@ class ContainerService:
                 pass  # another container uses it now
 
     def _spec_for(self, record, rootfs, hostname, etc, snap, image, volumes=((), [])):
+        from berth.engine import spec
+
+        planned, created = volumes
+        tree = None
+        if not any(not p["nocopy"] for p in planned):  # no volume to fill from the image
+            layers = snap.layer_dirs(image.chain_id) if image.chain_id else []
+            try:
+                tree = spec.LayerTree(layers).preload(("/etc/passwd", "/etc/group"))
+            except spec.NeedsMount:
+                tree = None
+        if tree is None:
+            return self._spec_mounted(record, rootfs, hostname, etc, snap, image, volumes)
+        from berth.engine.volumes import bind_points
+
+        extra, points = self.volumes.attach(planned, None, created) if planned else ([], [])
+        record["mounts"] = points + bind_points(record["host_config"])
+        oci = spec.oci_spec(record, tree, hostname=hostname, etc=etc, extra_mounts=extra)
+        oci["root"]["path"] = rootfs
+        return oci
+
+    def _spec_mounted(self, record, rootfs, hostname, etc, snap, image, volumes):
+        """_spec_for with the image's layers mounted read-only: for volumes filled from the
+        image, and images whose /etc/passwd or /etc/group only the union can tell."""
         from berth.engine import spec
         from berth.snapshots import mount_all, unmount
 

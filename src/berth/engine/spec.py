@@ -145,9 +145,108 @@ def _merge_health(user, image):
 
 # ---------------------------------------------------------------- users and groups
 
+class NeedsMount(Exception):
+    """A file of an image's layers that only the mounted union can tell (a symlink)."""
+
+
+class LayerTree:
+    """An image's tree read from its snapshot's layer directories (top first) without
+    mounting them: `berth run` reads /etc/passwd and /etc/group this way.
+
+    A path is found as overlayfs finds it: each component is looked up in each layer from
+    the top, through directory fds opened with O_NOFOLLOW (nothing outside a layer is
+    reachable); a whiteout (0/0 character device) hides the path in every lower layer, an
+    opaque directory (trusted.overlay.opaque=y) ends the search below its layer. A symbolic
+    link on the way raises NeedsMount: where it leads depends on the union, and the caller
+    mounts the layers instead. ``preload`` reads the files first, so that choice is made
+    before anything else is done."""
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self._files = {}
+
+    def preload(self, paths):
+        for path in paths:
+            self._files[path] = self._find(path)
+        return self
+
+    def read(self, path):
+        if path not in self._files:
+            self._files[path] = self._find(path)
+        return self._files[path]
+
+    def _find(self, path):
+        parts = [p for p in path.split("/") if p]
+        for layer in self.layers:
+            found, stop = self._in_layer(layer, parts)
+            if found is not None or stop:
+                return found
+        return None
+
+    def _in_layer(self, layer, parts):
+        """(bytes or None, whether lower layers are hidden) for ``parts`` in one layer."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(layer, flags)
+        except OSError as err:
+            raise from_oserror(err, f"open layer {layer}") from None
+        try:
+            opaque = False
+            for i, name in enumerate(parts):
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except (FileNotFoundError, NotADirectoryError):
+                    return None, opaque
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    return None, True  # a whiteout
+                if stat.S_ISLNK(st.st_mode):
+                    raise NeedsMount(f"{layer}: {'/'.join(parts[:i + 1])} is a symlink")
+                last = i == len(parts) - 1
+                if not last and not stat.S_ISDIR(st.st_mode):
+                    return None, True  # a file hides the directories below it
+                if last:
+                    if not stat.S_ISREG(st.st_mode):
+                        return None, True
+                    file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                                      os.O_NOCTTY | os.O_CLOEXEC, dir_fd=fd)
+                    return _read_all(file_fd), True
+                sub = os.open(name, flags, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+                opaque = opaque or _is_opaque(fd)
+            return None, opaque
+        except OSError as err:
+            raise from_oserror(err, f"read {'/'.join(parts)} in layer {layer}") from None
+        finally:
+            os.close(fd)
+
+
+def _is_opaque(fd):
+    try:
+        return os.getxattr(fd, "trusted.overlay.opaque") == b"y"
+    except OSError:
+        return False
+
+
+def _read_all(fd):
+    try:
+        chunks, size = [], 0
+        while size <= _MAX_ETC_FILE:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_in_root(rootfs, path):
-    """The bytes of ``path`` inside ``rootfs``, every symlink resolved inside it; None when
-    the file is not there."""
+    """The bytes of ``path`` inside ``rootfs`` (a directory, or a LayerTree), every symlink
+    resolved inside it; None when the file is not there."""
+    if isinstance(rootfs, LayerTree):
+        return rootfs.read(path)
     from berth.sys.linux import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
 
     try:
@@ -164,18 +263,14 @@ def _read_in_root(rootfs, path):
     finally:
         os.close(root)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks, size = [], 0
-        while size <= _MAX_ETC_FILE:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    finally:
+        is_file = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
         os.close(fd)
+        raise
+    if not is_file:
+        os.close(fd)
+        return None
+    return _read_all(fd)
 
 
 def _entries(data, fields):
@@ -397,7 +492,8 @@ def _security(host_config):
 def oci_spec(container, rootfs, *, hostname=None, etc=None, extra_mounts=(), init_path=None,
              host_devices=None, machine=None):
     """config.json (a dict) for ``container`` - a record with ``id``, ``config`` (from
-    ``merge_image_config``) and ``host_config`` - run from the mounted ``rootfs``.
+    ``merge_image_config``) and ``host_config`` - whose user is resolved against ``rootfs``,
+    the image's tree (a directory, or a LayerTree of its layers).
 
     ``etc`` is ``etc_files()``'s result; ``extra_mounts`` are OCI mounts appended last;
     ``init_path`` overrides where --init's binary is found; ``host_devices`` (a list of OCI

@@ -120,6 +120,15 @@ class Snapshotter:
     def mounts(self, key):
         return self._mounts(self._must(key))
 
+    def layer_dirs(self, key):
+        """The directories whose union (overlay's rules: whiteouts, opaque directories) is
+        committed snapshot ``key``'s tree, top first: reading a few files needs no mount."""
+        row = self._must(key)
+        return [self._dir(r, "fs") for r in [row] + self._layers_below(row)]
+
+    def _layers_below(self, row):
+        return []  # a snapshot's directory holds its whole tree
+
     def commit(self, name, key, labels=None):
         """Turn active snapshot ``key`` into committed snapshot ``name``."""
         with self.md.transaction():

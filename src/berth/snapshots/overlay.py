@@ -36,6 +36,9 @@ class OverlaySnapshotter(Snapshotter):
     # unpack layers side by side and commit them in chain order afterwards.
     independent_layers = True
 
+    def _layers_below(self, row):
+        return self._parents(row)
+
     def _make_dirs(self, path, parent_row, kind):
         os.mkdir(os.path.join(path, "fs"), 0o755)
         os.mkdir(os.path.join(path, "work"), 0o700)
