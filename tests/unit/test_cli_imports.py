@@ -21,7 +21,8 @@ SLOW = {"json", "re", "enum", "subprocess", "hashlib", "_hashlib", "shutil", "so
 RUN_PATH = ["berth.cli.main", "berth.cli.containers", "berth.cli.progress",
             "berth.engine.containers", "berth.engine.runopts", "berth.engine.spec",
             "berth.engine.volumes", "berth.engine.store", "berth.engine.monitor",
-            "berth.engine.zygote", "berth.engine.logs", "berth.images.service",
+            "berth.engine.zygote", "berth.engine.logs", "berth.engine.reconcile",
+            "berth.engine.health", "berth.events", "berth.images.service",
             "berth.images.reference", "berth.snapshots", "berth.snapshots.overlay",
             "berth.snapshots.copy", "berth.metadata.db", "berth.sys.spawn", "berth.sys.linux"]
 

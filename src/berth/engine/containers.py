@@ -111,15 +111,12 @@ class ContainerService:
         key = f"container-{cid}"
         record = None
         try:
-            mounts = snap.prepare(key, image.chain_id)
             rootfs = os.path.join(cdir, "bundle", "rootfs")
             os.makedirs(rootfs, exist_ok=True)
             record = {
                 "id": cid, "name": opts.name or "", "image": image_name or opts.image,
                 "image_id": image.id, "created": now_rfc3339(), "config": config,
-                "host_config": hc, "snapshot_key": key,
-                "rootfs_mounts": [m.to_oci() if hasattr(m, "to_oci") else dict(m)
-                                  for m in mounts],
+                "host_config": hc, "snapshot_key": key, "rootfs_mounts": [],
                 "log_path": os.path.join(cdir, f"{cid}-json.log"),
                 "runtime": find_runtime(opts.runtime),
                 "state": {"Status": "created", "Running": False, "Paused": False,
@@ -147,7 +144,12 @@ class ContainerService:
             from berth.spec import jsonio
             with open(os.path.join(cdir, "bundle", "config.json"), "w") as f:
                 f.write(jsonio.dumps(oci))
-            record = self.store.create(record)
+            # The writable snapshot and the record in one transaction (one commit to disk).
+            with self.images.meta.transaction():
+                mounts = snap.prepare(key, image.chain_id)
+                record["rootfs_mounts"] = [m.to_oci() if hasattr(m, "to_oci") else dict(m)
+                                           for m in mounts]
+                record = self.store.create(record)
         except BaseException:
             try:
                 snap.remove(key)
@@ -308,8 +310,11 @@ class ContainerService:
                     self.networks.teardown(record["id"])
                 raise
             crash_point("start")
-            return self.store.update(record["id"], state={
-                "Status": "running" if detached else "created", "Running": detached,
+            # The last run's state file is gone: what it said (FinishedAt, OOMKilled ...)
+            # is kept in the record, with the new run's fields over it.
+            return self.store.update(record["id"], restart_count=record.get(
+                "restart_count", 0), state={
+                **state, "Status": "running" if detached else "created", "Running": detached,
                 "Pid": pid, "ExitCode": 0, "Error": "",
                 "StartedAt": now_rfc3339() if detached else state.get("StartedAt")})
 
@@ -523,11 +528,20 @@ class ContainerService:
         with self.store.lock(record["id"]):
             if record.get("networks"):
                 self.networks.teardown(record["id"])
-            # The record goes first: a crash after it leaves a directory without a record,
-            # which reconcile.orphans finishes removing.
-            self.store.delete(record["id"])
+            # The record goes first (with its snapshot's row, in one transaction): a crash
+            # after it leaves a directory without a record, which reconcile.orphans finishes
+            # removing.
+            snap = self.images.snapshotter()
+            with self.images.meta.transaction():
+                self.store.delete(record["id"])
+                try:
+                    doomed = snap.detach(record["snapshot_key"])
+                except NotFound:
+                    doomed = None
             crash_point("rm")
             from berth.engine import reconcile
+            if doomed:
+                snap.remove_detached(doomed)
             reconcile.remove_leftovers(self, record["id"])
         self.event(record, "destroy")
         if volumes or (record.get("host_config") or {}).get("AutoRemove"):
@@ -584,11 +598,9 @@ class ContainerService:
         if (state.get("Running") or state.get("Restarting")) and \
                 not reconcile.monitor_alive(reported):
             state = reconcile.monitor_gone(self, record, state)
-        if state != record["state"] or reported.get("RestartCount", 0) != \
-                record.get("restart_count", 0):
-            record = self.store.update(record["id"], state=state,
-                                       restart_count=reported.get("RestartCount", 0))
-        return record
+        # Merged, not written: the state file stays the truth until the next start, which
+        # keeps the merged state in the record before it removes the file.
+        return dict(record, state=state, restart_count=reported.get("RestartCount", 0))
 
     def export(self, id_or_name, fileobj):
         """The container's filesystem as a tar stream (`berth export`)."""

@@ -19,15 +19,20 @@ reboot: reconcile every container, then start those whose restart policy is ``al
 ``unless-stopped`` when the user did not stop them. ``check`` lists what is inconsistent.
 """
 
-import logging
 import os
-import shutil
 
 from berth.errors import BerthError, Conflict, NotFound
-
-log = logging.getLogger(__name__)
+from berth.sys.tree import remove_tree
 
 UNKNOWN_EXIT = 255
+
+
+def _warn(message, *args):
+    # logging costs every `berth` command ~5 ms to import (re, threading ...); it is only
+    # needed when something goes wrong.
+    import logging
+
+    logging.getLogger(__name__).warning(message, *args)
 
 
 def orphans(svc):
@@ -65,7 +70,7 @@ def remove_leftovers(svc, cid):
             snap.remove(key)
         except NotFound:
             pass
-    shutil.rmtree(cdir, ignore_errors=True)
+    remove_tree(cdir, ignore_errors=True)
 
 
 def stale_runtime_state(svc, record):
@@ -93,7 +98,7 @@ def _unmount_all(path):
         try:
             unmount(path)
         except BerthError as err:
-            log.warning("%s", err)
+            _warn("%s", err)
             return
 
 
@@ -109,7 +114,7 @@ def _runtime_delete(svc, record):
         subprocess.run(argv + ["delete", "--force", record["id"]], capture_output=True,
                        timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
-        log.warning("delete %s: %s", record["id"], err)
+        _warn("delete %s: %s", record["id"], err)
 
 
 def _runtime_status(svc, record):
@@ -186,7 +191,7 @@ def _save_report(path, state):
             f.write(jsonio.dumps(reported))
         os.rename(tmp, path)
     except OSError as err:
-        log.warning("%s: %s", path, err)
+        _warn("%s: %s", path, err)
 
 
 def restore(svc):

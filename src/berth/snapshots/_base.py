@@ -144,6 +144,16 @@ class Snapshotter:
 
     def remove(self, key):
         """Drop a snapshot and its directory; Conflict while others have it as parent."""
+        doomed = self.detach(key)
+        if doomed:
+            _rmtree(doomed)
+
+    def detach(self, key):
+        """remove()'s first half, for a caller that drops the row inside its own
+        transaction: the row goes and the directory is moved aside; returns where it is
+        now (the caller removes it once committed; cleanup() does after a crash), or None.
+        """
+        self._must(key)  # a missing snapshot costs a read, not the write lock
         with self.md.transaction():
             row = self._must(key)
             if self.md.query(f"SELECT key FROM {self.table} WHERE parent = ? LIMIT 1", (key,)):
@@ -155,11 +165,15 @@ class Snapshotter:
             try:
                 os.rename(self._dir(row), doomed)
             except FileNotFoundError:
-                return
+                return None
             except OSError as err:
                 raise SystemFailure(f"snapshot {key}: removing {self._dir(row)}: "
                                     f"{err.strerror}", errno=err.errno) from None
-        _rmtree(doomed)
+        return doomed
+
+    def remove_detached(self, path):
+        """Remove a directory ``detach`` returned."""
+        _rmtree(path)
 
     def stat(self, key):
         return self._stat(self._must(key))
