@@ -8,7 +8,6 @@ HostConfig a container record keeps; ``berth.engine.spec`` turns records into co
 """
 
 import os
-import re
 
 from berth.flags import Flag, UsageError, parse
 from berth.units import parse_cpus, parse_duration, ram_in_bytes
@@ -392,7 +391,7 @@ def check(opts):
                               "and the network mode")
     if opts.ip:
         _check_ipv4(opts.ip)
-    if opts.mac_address and not _MAC.fullmatch(opts.mac_address):
+    if opts.mac_address and not _is_mac(opts.mac_address):
         raise InvalidArgument(f"{opts.mac_address} is not a valid mac address")
     for flag, value in (("pid", opts.pid_mode), ("ipc", opts.ipc_mode),
                         ("uts", opts.uts_mode)):
@@ -422,7 +421,13 @@ def check(opts):
             raise InvalidArgument(f"sysctl '{key}' is not allowed in host IPC namespace")
 
 
-_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+def _is_mac(text):
+    """[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}, without `re` (~4.5 ms of every `berth run`)."""
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(p) == 2 and _HEX.issuperset(p) for p in parts)
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _check_ipv4(text):

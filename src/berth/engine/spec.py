@@ -14,6 +14,7 @@ import os
 import stat
 
 from berth.engine import seccomp_default
+from berth.engine.fstree import _opaque
 from berth.engine.runopts import normalize_caps, parse_bind
 from berth.errors import InvalidArgument, NotFound, from_oserror
 from berth.spec.caps import CAPS, DEFAULT_CAPS, host_last_cap
@@ -213,19 +214,12 @@ class LayerTree:
                 sub = os.open(name, flags, dir_fd=fd)
                 os.close(fd)
                 fd = sub
-                opaque = opaque or _is_opaque(fd)
+                opaque = opaque or _opaque(fd)
             return None, opaque
         except OSError as err:
             raise from_oserror(err, f"read {'/'.join(parts)} in layer {layer}") from None
         finally:
             os.close(fd)
-
-
-def _is_opaque(fd):
-    try:
-        return os.getxattr(fd, "trusted.overlay.opaque") == b"y"
-    except OSError:
-        return False
 
 
 def _read_all(fd):
