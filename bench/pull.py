@@ -142,7 +142,9 @@ def layout_blobs():
 def pull_berth(ref, work):
     root = os.path.join(work, "berth-root")
     t = time.perf_counter()
-    sh(BERTH + ["--root", root, "pull", "-q", ref], stdout=subprocess.DEVNULL)
+    # This checkout's berth, whatever the venv's editable install points at.
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+    sh(BERTH + ["--root", root, "pull", "-q", ref], stdout=subprocess.DEVNULL, env=env)
     dt = time.perf_counter() - t
     shutil.rmtree(root)
     return dt

@@ -2,8 +2,8 @@
 the layers unpacked into snapshots, in one pass per layer, layers in parallel.
 
 Each layer's bytes go from the socket to the content store's writer and, through a pipe, to
-a thread that decompresses and untars them, so download, digest check, decompression and
-unpacking overlap. On overlay each layer is unpacked into its own staging directory (an
+a process that decompresses and untars them (snapshots/unpackworker.py), so download, digest
+check, decompression and unpacking overlap, and layers unpack on every core. On overlay each layer is unpacked into its own staging directory (an
 overlay upper directory does not depend on the layers below it), and the staged layers are
 committed as snapshots in chain order once all are in. A layer whose compressed digest or
 diff id does not match is discarded with its staging directory. A pull interrupted and
@@ -105,15 +105,15 @@ def _unpack_all(svc, client, repo, layers, diff_ids, lease, progress):
     if not todo:
         return True
     independent = getattr(snap, "independent_layers", False)
-    staging = os.path.join(svc.root, "snapshots", "staging", lease)
-    os.makedirs(staging, exist_ok=True)
+    staging = _staging_dir(svc.root, lease)
     errors = []
     staged = {}
     try:
         if independent:
             _parallel(todo, lambda i: staged.__setitem__(
                 i, _fetch_and_stage(svc, client, repo, layers[i], diff_ids[i],
-                                    os.path.join(staging, str(i)), progress)), errors)
+                                    os.path.join(staging, f"{i}-{uuid.uuid4().hex[:12]}"),
+                                    progress)), errors)
             if errors:
                 raise errors[0]
             for i in todo:
@@ -130,6 +130,23 @@ def _unpack_all(svc, client, repo, layers, diff_ids, lease, progress):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return False
+
+
+def _staging_dir(root, lease):
+    """<root>/snapshots/staging/<lease>, where a pull's layers are unpacked before commit.
+
+    Both levels are marked as top directories (sys/inodeflags.py), and each layer's
+    directory has a name of its own, so ext4 places every layer in a block group of its own
+    choosing (Orlov hashes the name) rather than next to trees deleted moments ago."""
+    from berth.sys.inodeflags import mark_topdir
+
+    base = os.path.join(root, "snapshots", "staging")
+    os.makedirs(base, exist_ok=True)
+    mark_topdir(base)
+    path = os.path.join(base, lease)
+    os.makedirs(path, exist_ok=True)
+    mark_topdir(path)
+    return path
 
 
 def _parallel(items, fn, errors):
@@ -169,11 +186,11 @@ def _short(digest):
 
 
 class _Tee:
-    """What the registry client writes into: the content writer, and a pipe to the unpacker."""
+    """What the registry client writes into: the content writer, and the unpacking process."""
 
-    def __init__(self, writer, pipe, progress, ident, total):
+    def __init__(self, writer, unpack, progress, ident, total):
         self.writer = writer
-        self.pipe = pipe
+        self.unpack = unpack
         self.progress = progress
         self.ident = ident
         self.total = total
@@ -189,11 +206,8 @@ class _Tee:
 
     def write(self, data):
         self.writer.write(data)
-        if self.pipe is not None:
-            try:
-                self.pipe.write(data)
-            except BrokenPipeError:
-                self.pipe = None  # the unpacker failed; its error is reported
+        if self.unpack is not None and not self.unpack.write(data):
+            self.unpack = None  # the unpacker failed; its error is reported
         self.done += len(data)
         self.progress.update(self.ident, "Downloading", self.done, self.total)
 
@@ -225,7 +239,7 @@ def _fetch(svc, client, repo, desc, progress):
 
 def _fetch_and_stage(svc, client, repo, desc, diff_id, stage_dir, progress):
     """Download one layer and unpack it into ``stage_dir`` in the same pass."""
-    from berth.snapshots.apply import apply_layer
+    from berth.snapshots.unpackworker import Unpack
 
     ident = _short(desc["digest"])
     os.makedirs(stage_dir)
@@ -247,48 +261,22 @@ def _fetch_and_stage(svc, client, repo, desc, diff_id, stage_dir, progress):
                 w.close()
         progress.update(ident, "Extracting")
         with svc.content.open(desc["digest"]) as blob:
-            got, _ = apply_layer(stage_dir, blob, media_type, overlay=True)
+            got = Unpack(stage_dir, media_type, source=blob).result()[0]
         _check_diff(got, diff_id, desc)
         return stage_dir
     progress.update(ident, "Pulling fs layer")
-    rfd, wfd = os.pipe()
-    reader = os.fdopen(rfd, "rb", buffering=1 << 20)
-    pipe = os.fdopen(wfd, "wb", buffering=1 << 20)
-    result = {}
-
-    def unpack():
-        try:
-            result["diff"] = apply_layer(stage_dir, reader, media_type, overlay=True)[0]
-        except BaseException as err:  # noqa: BLE001 - reported below
-            result["error"] = err
-        finally:
-            # Drain what is left so the writer side never blocks on a full pipe.
-            try:
-                while reader.read(1 << 20):
-                    pass
-            except OSError:
-                pass
-            reader.close()
-
-    t = threading.Thread(target=unpack, daemon=True)
-    t.start()
+    unpack = Unpack(stage_dir, media_type)
     try:
         try:
-            client.fetch_blob(repo, desc, _Tee(w, pipe, progress, ident, desc.get("size")))
+            client.fetch_blob(repo, desc, _Tee(w, unpack, progress, ident, desc.get("size")))
         finally:
-            try:
-                pipe.close()
-            except BrokenPipeError:
-                pass
             w.close()
-        t.join()
+        got = unpack.result()[0]
     except BaseException:
-        t.join()
+        unpack.kill()
         raise
-    if "error" in result:
-        raise result["error"]
     progress.update(ident, "Verifying Checksum")
-    _check_diff(result["diff"], diff_id, desc)
+    _check_diff(got, diff_id, desc)
     progress.update(ident, "Download complete")
     return stage_dir
 

@@ -11,10 +11,10 @@ import errno
 import logging
 import os
 import stat
-import tarfile
 
 from berth.errors import InvalidArgument, SystemFailure
 from berth.snapshots import compression
+from berth.snapshots.tarstream import TarError, TarReader
 from berth.sys import linux
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,21 @@ def apply_layer(dest_dir, stream, media_type, *, overlay=True, warnings=None):
     except OSError as err:
         raise SystemFailure(f"layer: opening {dest_dir}: {err.strerror}", errno=err.errno) \
             from None
+    unpacker = _Unpacker(root, overlay, warnings)
     try:
-        _Unpacker(root, overlay, warnings).run(plain)
+        unpacker.run(plain)
         plain.drain()
         compressed.drain()
     finally:
+        unpacker.forget_parent()
         os.close(root)
         plain.close()
     return plain.digest, plain.size
+
+
+def _write_all(fd, view):
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def normalize(name):
@@ -72,6 +79,7 @@ class _Unpacker:
         self.is_root = os.geteuid() == 0
         self.written = set()      # paths this layer created (opaque dirs keep them)
         self.dir_times = {}       # path -> mtime_ns, set once the children are in
+        self._parent = None       # (path, fd) of the last entry's parent directory
 
     # -------------------------------------------------------------- paths
     def open_dir(self, path):
@@ -140,88 +148,123 @@ class _Unpacker:
 
     # -------------------------------------------------------------- members
     def run(self, plain):
-        try:
-            tar = tarfile.open(fileobj=plain, mode="r|", bufsize=_CHUNK)
-        except tarfile.TarError as err:
-            raise InvalidArgument(f"layer: not a tar stream: {err}") from None
-        with tar:
-            while True:
-                try:
-                    member = tar.next()
-                except tarfile.TarError as err:
-                    raise InvalidArgument(f"layer: bad tar stream: {err}") from None
-                if member is None:
-                    break
-                try:
-                    self.member(tar, member)
-                except OSError as err:
-                    what = f"layer: entry {member.name[:200]}: {err.strerror or err}"
-                    if err.errno in _HOST_ERRNOS:
-                        raise SystemFailure(what, errno=err.errno) from None
-                    raise InvalidArgument(what) from None
+        tar = TarReader(plain)
+        while True:
+            try:
+                member = tar.next()
+            except TarError as err:
+                raise InvalidArgument(f"layer: bad tar stream: {err}") from None
+            if member is None:
+                break
+            try:
+                self.member(tar, member)
+            except TarError as err:
+                raise InvalidArgument(f"layer: entry {member.name[:200]}: {err}") from None
+            except OSError as err:
+                what = f"layer: entry {member.name[:200]}: {err.strerror or err}"
+                if err.errno in _HOST_ERRNOS:
+                    raise SystemFailure(what, errno=err.errno) from None
+                raise InvalidArgument(what) from None
+        self.forget_parent()
         self.finish_dirs()
+
+    def cached_parent(self, path):
+        """fd of ``path``'s parent, kept open for the entries that follow in the same
+        directory. Only removals change what a path resolves to (nothing here renames, and
+        a name is created only where nothing is), so every removal drops the cache."""
+        parent = path.rpartition("/")[0]
+        if self._parent is not None and self._parent[0] == parent:
+            return self._parent[1]
+        self.forget_parent()
+        fd = self.parent_fd(path)
+        self._parent = (parent, fd)
+        return fd
+
+    def forget_parent(self):
+        if self._parent is not None:
+            os.close(self._parent[1])
+            self._parent = None
 
     def member(self, tar, m):
         path = normalize(m.name)
         if not path:
             if m.isdir():
                 self.metadata(self.root, ".", m, "")
+            tar.skip()
             return
         base = path.rpartition("/")[2]
         if base.startswith(WHITEOUT_PREFIX):
+            self.forget_parent()
             self.whiteout(path, base, m.name)
+            tar.skip()
             return
-        fd = self.parent_fd(path)
-        try:
-            self.create(tar, m, fd, base, path)
-        finally:
-            os.close(fd)
+        fd = self.cached_parent(path)
+        self.create(tar, m, fd, base, path)
         while path and path not in self.written:
             self.written.add(path)
             path = path.rpartition("/")[0]
 
+    def clear(self, fd, name):
+        """Make room for a new entry ``name`` where something exists."""
+        self.remove(fd, name)
+        self.forget_parent()
+
     def create(self, tar, m, fd, name, path):
-        existing = self.lstat(fd, name)
         if m.isdir():
-            if existing is not None and not stat.S_ISDIR(existing.st_mode):
-                self.remove(fd, name)
-                existing = None
-            if existing is None:
+            tar.skip()
+            try:
                 os.mkdir(name, 0o700, dir_fd=fd)
+            except FileExistsError:
+                existing = self.lstat(fd, name)
+                if existing is not None and not stat.S_ISDIR(existing.st_mode):
+                    fd = self.replace(fd, name, path)
+                    os.mkdir(name, 0o700, dir_fd=fd)
             self.metadata(fd, name, m, path)
             return
-        if existing is not None:
-            self.remove(fd, name)
         if m.isreg():
-            out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                          | os.O_CLOEXEC, 0o600, dir_fd=fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                src = tar.extractfile(m)
-                while True:
-                    data = src.read(_CHUNK)
-                    if not data:
-                        break
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(out, view):]
+                out = os.open(name, flags, 0o600, dir_fd=fd)
+            except FileExistsError:
+                fd = self.replace(fd, name, path)
+                out = os.open(name, flags, 0o600, dir_fd=fd)
+            try:
+                tar.copy_to(lambda view: _write_all(out, view))
+                self.file_metadata(out, m)
             finally:
                 os.close(out)
-        elif m.issym():
-            # The link text is kept as written; nothing here ever follows it.
-            os.symlink(m.linkname, name, dir_fd=fd)
-        elif m.islnk():
-            self.hardlink(m, fd, name)
+            return
+        tar.skip()
+        if m.islnk():
+            self.hardlink(m, fd, name, path)
             return  # a hard link shares its target's inode and metadata
-        elif m.ischr() or m.isblk():
-            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(name, kind | 0o600, os.makedev(m.devmajor, m.devminor), dir_fd=fd)
-        elif m.isfifo():
-            os.mkfifo(name, 0o600, dir_fd=fd)
-        else:
-            raise InvalidArgument(f"layer: entry {m.name}: unsupported tar type {m.type!r}")
+        make = self.maker(m)
+        try:
+            make(name, fd)
+        except FileExistsError:
+            fd = self.replace(fd, name, path)
+            make(name, fd)
         self.metadata(fd, name, m, path)
 
-    def hardlink(self, m, fd, name):
+    def replace(self, fd, name, path):
+        """Remove the existing ``name`` (in ``fd``, ``path``'s parent); the parent's fd."""
+        self.clear(fd, name)
+        return self.cached_parent(path)
+
+    @staticmethod
+    def maker(m):
+        if m.issym():
+            # The link text is kept as written; nothing here ever follows it.
+            return lambda name, fd: os.symlink(m.linkname, name, dir_fd=fd)
+        if m.ischr() or m.isblk():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+            dev = os.makedev(m.devmajor, m.devminor)
+            return lambda name, fd: os.mknod(name, kind | 0o600, dev, dir_fd=fd)
+        if m.isfifo():
+            return lambda name, fd: os.mkfifo(name, 0o600, dir_fd=fd)
+        raise InvalidArgument(f"layer: entry {m.name}: unsupported tar type {m.type!r}")
+
+    def hardlink(self, m, fd, name, path):
         try:
             target = normalize(m.linkname)
         except InvalidArgument:
@@ -238,7 +281,13 @@ class _Unpacker:
                                       f"{m.linkname} not found in the layer")
             if stat.S_ISDIR(st.st_mode):
                 raise InvalidArgument(f"layer: entry {m.name}: hard link to a directory")
-            os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
+            try:
+                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
+            except FileExistsError:
+                if self.lstat(fd, name) == st:
+                    return  # linked to itself: nothing to do
+                fd = self.replace(fd, name, path)
+                os.link(tname, name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
         finally:
             os.close(tfd)
 
@@ -309,13 +358,26 @@ class _Unpacker:
             # After chown, which clears set-id bits.
             os.chmod(target, stat.S_IMODE(m.mode), **kw)
         self.xattrs(proc_path, m)
-        ns = int(m.mtime * 1_000_000_000)
+        ns = m.mtime_ns
         if m.isdir():
             self.dir_times[path] = ns
         else:
             os.utime(target, ns=(ns, ns), **kw)
 
+    def file_metadata(self, fd, m):
+        """Owner, mode, xattrs and mtime of the regular file open as ``fd``."""
+        try:
+            os.fchown(fd, m.uid, m.gid)
+        except OSError as err:
+            if self.is_root or err.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+        os.fchmod(fd, stat.S_IMODE(m.mode))  # after chown, which clears set-id bits
+        if m.pax_headers:
+            self.xattrs(fd, m)
+        os.utime(fd, ns=(m.mtime_ns, m.mtime_ns))
+
     def xattrs(self, proc_path, m):
+        """Set ``m``'s xattrs on ``proc_path`` (a /proc/self/fd path, or an open fd)."""
         for key, value in m.pax_headers.items():
             if key.startswith("SCHILY.xattr."):
                 attr = key[len("SCHILY.xattr."):]
@@ -333,7 +395,10 @@ class _Unpacker:
                 self.warn(f"layer: entry {m.name}: ignoring xattr {attr}")
                 continue
             try:
-                os.setxattr(proc_path, attr, data, follow_symlinks=False)
+                if isinstance(proc_path, int):
+                    os.setxattr(proc_path, attr, data)
+                else:
+                    os.setxattr(proc_path, attr, data, follow_symlinks=False)
             except OSError as err:
                 if err.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES, errno.EINVAL,
                                      errno.ERANGE, errno.E2BIG):
