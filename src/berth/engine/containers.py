@@ -59,6 +59,7 @@ class ContainerService:
         self._networks = None
         from berth.engine import reconcile
         reconcile.orphans(self)
+        reconcile.auto_remove(self)
 
     def event(self, record, action, **extra):
         """Add a container event to the journal `berth events` reads."""
@@ -301,6 +302,8 @@ class ContainerService:
                     pass
             from berth.engine import reconcile
             reconcile.stale_runtime_state(self, record)
+            if (record.get("host_config") or {}).get("AutoRemove"):
+                reconcile.mark_auto_remove(self, record["id"])
             token = self._network_up(record, spec)
             try:
                 pid = mon.spawn_monitor(spec, start=detached,
@@ -490,6 +493,9 @@ class ContainerService:
                     self.networks.teardown(record["id"])
         record = self.get(record["id"])
         self.event(record, "stop")
+        if (record.get("host_config") or {}).get("AutoRemove"):
+            from berth.engine import reconcile
+            reconcile.auto_remove(self, record["id"], wait_s=10)
         return record
 
     def _wait_stopped(self, cid, timeout):
@@ -524,6 +530,8 @@ class ContainerService:
                 raise Conflict(f"cannot remove container \"/{record['name']}\": container is "
                                f"running: stop the container before removing or force remove")
             self.stop(record["id"], timeout=0, signal="SIGKILL")
+            from berth.engine import reconcile
+            reconcile.monitor_done(self, record["id"], 10)
             record = self.get(record["id"])
         with self.store.lock(record["id"]):
             if record.get("networks"):

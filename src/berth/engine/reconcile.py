@@ -58,8 +58,90 @@ def orphans(svc):
     return cleaned
 
 
+def _auto_remove_dir(svc):
+    return os.path.join(svc.root, "run", "autoremove")
+
+
+def mark_auto_remove(svc, cid):
+    """A started --rm container: ``auto_remove`` removes it once it has exited."""
+    base = _auto_remove_dir(svc)
+    os.makedirs(base, 0o700, exist_ok=True)
+    os.close(os.open(os.path.join(base, cid), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+def auto_remove(svc, only=None, wait_s=0):
+    """Remove the --rm containers (marked when started) whose process has exited; their ids.
+
+    Docker's daemon removes such a container as it exits. berth has no daemon and a
+    container's monitor does not load the engine, so the monitor's state file records the
+    exit and the next `berth` command removes the container when it opens the engine (one
+    readdir of <root>/run/autoremove while there is nothing to do); `stop` does it at once,
+    and `run --rm` without -d itself. ``only``: look at that container alone. A container
+    goes once its monitor has finished too (it writes its last word after the exit);
+    ``wait_s``: how long to wait for that."""
+    base = _auto_remove_dir(svc)
+    try:
+        ids = [only] if only else os.listdir(base)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for cid in ids:
+        marker = os.path.join(base, cid)
+        if not os.path.exists(marker):
+            continue
+        try:
+            state = svc.get(cid)["state"]
+        except NotFound:
+            _unlink(marker)
+            continue
+        # Exited for good (--rm refuses restart policies); "created" may be a `run --rm`
+        # that is about to attach and start it.
+        if state.get("Status") not in ("exited", "dead") or state.get("Running") or \
+                state.get("Restarting") or not monitor_done(svc, cid, wait_s):
+            continue
+        try:
+            svc.remove(cid)
+        except NotFound:
+            _unlink(marker)
+            continue
+        except BerthError as err:
+            _warn("auto-remove %s: %s", cid, err)
+            continue
+        removed.append(cid)
+    return removed
+
+
+def monitor_done(svc, cid, wait_s):
+    """Whether the container's monitor has finished (it writes the state file after the
+    exit: removing the directory before would race with it), waiting up to ``wait_s``."""
+    import time
+
+    from berth.engine.monitor import read_state
+
+    path = os.path.join(svc.dir(cid), "monitor.json")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            reported = read_state(path)
+        except (OSError, ValueError):
+            reported = {}
+        if not reported or not monitor_alive(reported):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def remove_leftovers(svc, cid):
     """Everything of a container but its record: mounts, runtime state, snapshots, dir."""
+    _unlink(os.path.join(_auto_remove_dir(svc), cid))
     cdir = svc.dir(cid)
     for sub in ("lookup", os.path.join("bundle", "rootfs")):
         _unmount_all(os.path.join(cdir, sub))
