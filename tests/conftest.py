@@ -94,7 +94,9 @@ class Oci:
         if proc.returncode == 0:
             ids.update(line.strip() for line in proc.stdout.splitlines() if line.strip())
         if os.path.isdir(self.root):
-            ids.update(e.name for e in os.scandir(self.root) if e.is_dir(follow_symlinks=False))
+            # "@..." are the runtime's own caches (no container id has an "@").
+            ids.update(e.name for e in os.scandir(self.root)
+                       if e.is_dir(follow_symlinks=False) and not e.name.startswith("@"))
         return ids
 
 

@@ -4,6 +4,7 @@ import array
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import time
@@ -49,11 +50,41 @@ def test_seccomp_errno_rule(oci, make_bundle, container_id):
                           "errnoRet": 1}],
         }
 
-    proc = run_sh(oci, make_bundle, container_id,
-                  "mkdir /tmp/x 2>&1; touch /tmp/y && echo touch-ok", mutate=mutate)
-    lines = proc.stdout.splitlines()
-    assert "Operation not permitted" in lines[0]
-    assert lines[1] == "touch-ok"
+    cache = os.path.join(oci.root, "@seccomp-cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    # Compiled by libseccomp and kept; then loaded from the cache; then, with the cached
+    # entry damaged, compiled again: the rule holds each time.
+    for attempt in ("compiled", "cached", "damaged"):
+        proc = run_sh(oci, make_bundle, f"{container_id}-{attempt}",
+                      "mkdir /tmp/x 2>&1; touch /tmp/y && echo touch-ok", mutate=mutate)
+        lines = proc.stdout.splitlines()
+        assert "Operation not permitted" in lines[0], attempt
+        assert lines[1] == "touch-ok"
+        entries = os.listdir(cache)
+        assert len(entries) == 1 and not entries[0].startswith("."), entries
+        if attempt == "cached":
+            with open(os.path.join(cache, entries[0]), "w") as f:
+                f.write("0 zz")
+    with open(os.path.join(cache, entries[0])) as f:
+        assert f.read() != "0 zz"  # replaced by the recompiled program
+
+
+def test_exec_applies_the_containers_seccomp(oci, make_bundle, container_id):
+    def mutate(c):
+        c["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 1}],
+        }
+
+    oci("run", "-d", "--bundle", make_bundle(args=["sleep", "100"], mutate=mutate),
+        container_id)
+    try:
+        for _ in range(2):  # the second exec takes the program from the cache
+            proc = oci("exec", container_id, "sh", "-c", "mkdir /x 2>&1; echo done")
+            assert "Operation not permitted" in proc.stdout and "done" in proc.stdout
+    finally:
+        oci("delete", "-f", container_id)
 
 
 # ---- 10. user namespace

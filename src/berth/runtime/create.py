@@ -110,7 +110,9 @@ def create(root, container_id, bundle, *, pid_file=None, console_socket=None, no
             fds.remove(fd)  # closed: their numbers may be reused, e.g. by a received pty
         if not two_step:
             pid = first
-        seccomp = _SeccompJob(spec.linux.seccomp)  # compiles beside the init's work
+        # From the cache, or compiled beside the init's work.
+        seccomp = _SeccompJob(root, (raw.get("linux") or {}).get("seccomp"),
+                              spec.linux.seccomp)
         try:
             manager = _cgroup(spec, container_id, systemd_cgroup)
             container.state = {
@@ -224,26 +226,35 @@ def _hooks_round_trip(parent, container, spec, seccomp):
 
 
 class _SeccompJob:
-    """Compile the config's seccomp filter on a thread while the runtime writes cgroups and
-    the init builds its rootfs: libseccomp releases the GIL, and Docker's profile takes it
-    several milliseconds. (The init is forked already; the runtime forks nothing while the
+    """The config's seccomp program: from the runtime's cache (``filtercache``) when this
+    profile was compiled before, else compiled on a thread while the runtime writes cgroups
+    and the init builds its rootfs (libseccomp releases the GIL, and Docker's profile takes
+    it 10-20 ms), then kept. (The init is forked already; the runtime forks nothing while the
     thread runs, and joins it before the hooks could.)"""
 
-    def __init__(self, seccomp):
+    def __init__(self, root, raw, seccomp):
         self.program = self.error = None
         self.done = None
         if seccomp is None:
+            return
+        from berth.runtime import filtercache
+
+        key = filtercache.cache_key(raw)
+        self.program = filtercache.load(root, key)
+        if self.program is not None:
             return
         import _thread
 
         self.done = _thread.allocate_lock()
         self.done.acquire()
-        _thread.start_new_thread(self._run, (seccomp,))
+        _thread.start_new_thread(self._run, (root, key, seccomp))
 
-    def _run(self, seccomp):
+    def _run(self, root, key, seccomp):
         try:
+            from berth.runtime import filtercache
             from berth.runtime.seccomp import compile_program
             self.program = compile_program(seccomp)
+            filtercache.store(root, key, self.program)
         except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
             self.error = err
         finally:

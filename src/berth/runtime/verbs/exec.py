@@ -114,9 +114,10 @@ def main(g, verb, argv):
     seccomp_filter = None
     seccomp_raw = (config.get("linux") or {}).get("seccomp")
     if seccomp_raw:
-        from berth.runtime.seccomp import compile_filter
+        from berth.runtime import filtercache
         from berth.spec.runtime import Seccomp
-        seccomp_filter = compile_filter(Seccomp.from_json(seccomp_raw))
+        seccomp_filter = filtercache.program(g.root, seccomp_raw,
+                                             Seccomp.from_json(seccomp_raw))
     if process.terminal:
         import fcntl  # noqa: F401 - the child needs these once inside the container
         import socket  # noqa: F401
