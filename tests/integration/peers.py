@@ -220,7 +220,7 @@ class Dockerd(_Engine):
     def start(self, timeout=30):
         argv = ["dockerd", "--host", self.host, "--data-root", self.data_root,
                 "--exec-root", self.exec_root, "--pidfile", self.pidfile,
-                "--iptables=false", "--ip-masq=false", "--bridge=none",
+                *self.network_args(),
                 "--cgroup-parent", self.cgroup_parent, "--exec-opt",
                 "native.cgroupdriver=cgroupfs", "--add-runtime",
                 f"berth={self.runtime.path}"]
@@ -236,6 +236,10 @@ class Dockerd(_Engine):
                 return self
             time.sleep(0.1)
         raise AssertionError(f"dockerd not ready after {timeout} s:\n{self.log()}")
+
+    def network_args(self):
+        """dockerd's network flags: no bridge, no iptables (bench/net.py turns a bridge on)."""
+        return ["--iptables=false", "--ip-masq=false", "--bridge=none"]
 
     def log(self, tail=40):
         try:
