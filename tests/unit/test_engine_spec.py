@@ -262,7 +262,7 @@ def test_resolv_conf_fallback_and_overrides(tmp_path):
     files = etc_files(str(tmp_path), "h", ["1.1.1.1"], dns_search=["corp"],
                       dns_options=["ndots:1"], resolv_conf=str(resolv))
     assert open(files["/etc/resolv.conf"]).read() == (
-        "search corp\noptions ndots:1\nnameserver 1.1.1.1\n")
+        "search corp\nnameserver 1.1.1.1\noptions ndots:1\n")
 
 
 def test_etc_files_host_network(tmp_path):

@@ -13,13 +13,12 @@ containers that no longer run (after a kill -9 of anything).
 """
 
 import ipaddress
-import json
 import os
-import secrets
 import socket
 
 from berth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
-from berth.network.driver import Endpoint, NetworkRecord, PortMapping
+from berth.network.driver import Endpoint, NetworkRecord, PortMapping, sha256_hex
+from berth.spec import jsonio as json
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS net_networks (
@@ -55,7 +54,7 @@ def _record(row):
 
 
 def _to_json(net):
-    return json.dumps({f: getattr(net, f) for f in NetworkRecord.__dataclass_fields__})
+    return json.dumps({f: getattr(net, f) for f in NetworkRecord.__annotations__})
 
 
 class NetworkService:
@@ -291,7 +290,7 @@ class NetworkService:
 
         cid = record["id"]
         networks = record.get("networks") or {}
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         if not networks:
             return token
         self.teardown(cid)
@@ -554,8 +553,7 @@ class NetworkService:
 
 
 def _endpoint_id(ep):
-    import hashlib
-    return hashlib.sha256(f"{ep.container_id}/{ep.network_id}".encode()).hexdigest()
+    return sha256_hex(f"{ep.container_id}/{ep.network_id}")
 
 
 def _port_mappings(record):

@@ -419,11 +419,12 @@ def _resolv_conf(text, dns, search, options, host_network):
         servers = list(dns)
     elif not servers:
         servers = list(_FALLBACK_DNS)
+    # Docker's order when it builds the file from flags: search, nameservers, options.
     if search:
         out.append("search " + " ".join(search))
+    out.extend(f"nameserver {s}" for s in servers)
     if options:
         out.append("options " + " ".join(options))
-    out.extend(f"nameserver {s}" for s in servers)
     return "\n".join(out).strip("\n") + "\n"
 
 

@@ -13,11 +13,11 @@ A host-wide flock serialises link and rule changes of every berth process and ro
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 
 from berth.errors import AlreadyExists, BerthError
 from berth.network import firewall, netns
+from berth.network.driver import sha256_hex
 from berth.network.netlink import Netlink
 
 LOCK_PATH = "/run/berth-network.lock"
@@ -52,7 +52,7 @@ def host_lock():
 
 def host_ifname(container_id, network_id):
     """The host end of a container's veth on a network: stable, so detach finds it."""
-    return "vb" + hashlib.sha256((container_id + network_id).encode()).hexdigest()[:11]
+    return "vb" + sha256_hex(container_id + network_id)[:11]
 
 
 def mac_for(ip):
@@ -113,7 +113,7 @@ class BridgeDriver:
         bridges = [b for b in bridges if b.bridge in present]
         up = {b.bridge for b in bridges}
         firewall.apply(firewall.render(self.table, bridges,
-                                       [p for p in ports if p.bridge in up]))
+                                       [p for p in ports if p.bridge in up]), self.table)
 
     def sync(self):
         """Re-render the rules from the engine's state (after a crash, say)."""

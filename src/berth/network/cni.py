@@ -23,7 +23,6 @@ CNI_IFNAME, CNI_ARGS (``-o cni.args=K=V;K2=V2``) and CNI_PATH; a plugin's error 
 (``{"code", "msg", "details"}``) becomes one line: ``CNI plugin bridge ADD failed: msg (details)``.
 """
 
-import dataclasses
 import os
 
 from berth.errors import InvalidArgument, NotFound, SystemFailure
@@ -433,7 +432,7 @@ def endpoint_from_result(ep, result, netns_path=None):
                     and (iface.get("sandbox") or not netns_path):
                 changes["mac"] = iface["mac"]
                 break
-    return dataclasses.replace(ep, **changes)
+    return ep.replace(**changes)
 
 
 def _listdir(path):

@@ -6,12 +6,39 @@ passes plain data: a ``NetworkRecord``, the path of a container's network namesp
 ``Endpoint`` (one container on one network) and its ``PortMapping``s.
 """
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from berth.spec._record import Record
 
 
-@dataclass(frozen=True)
-class NetworkRecord:
+def sha256_hex(text):
+    """The sha256 of ``text`` in hex, from the builtin module: ``hashlib`` loads OpenSSL."""
+    try:
+        from _sha256 import sha256
+    except ImportError:  # a Python built without it
+        from hashlib import sha256
+    return sha256(text.encode()).hexdigest()
+
+
+class _Positional(Record):
+    """A frozen record built by position or keyword, as a dataclass is (without the
+    ~20 ms ``dataclasses`` import on every networked ``run``)."""
+
+    def __init__(self, *args, **fields):
+        names = list(type(self).__annotations__)
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes {len(names)} fields")
+        for name, value in zip(names, args):
+            if name in fields:
+                raise TypeError(f"{type(self).__name__} got {name!r} twice")
+            fields[name] = value
+        for name in names:
+            if name not in fields and not hasattr(type(self), name):
+                raise TypeError(f"{type(self).__name__} needs {name!r}")
+            if name not in fields and isinstance(getattr(type(self), name), dict):
+                fields[name] = {}  # never share a default dict
+        super().__init__(**fields)
+
+
+class NetworkRecord(_Positional):
     id: str                       # 64 hex
     name: str
     driver: str                   # "bridge", "host", "null", "cni"
@@ -19,8 +46,8 @@ class NetworkRecord:
     gateway: str = ""             # "172.18.0.1"
     ip_range: str = ""            # a sub-range leases come from ("" = the whole subnet)
     internal: bool = False
-    labels: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
+    labels: dict = {}
+    options: dict = {}
     created: str = ""
 
     @property
@@ -33,8 +60,7 @@ class NetworkRecord:
         return int(self.options.get("com.docker.network.driver.mtu") or 1500)
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(_Positional):
     """One container on one network."""
     container_id: str
     network_id: str
@@ -43,18 +69,19 @@ class Endpoint:
     prefixlen: int | None = None
     gateway: str | None = None
     mac: str | None = None
-    aliases: tuple[str, ...] = ()
+    aliases: tuple = ()
 
 
-@dataclass(frozen=True)
-class PortMapping:
+class PortMapping(_Positional):
     host_ip: str                  # "" or "0.0.0.0": every address
     host_port: int
     container_port: int
     proto: str                    # "tcp" | "udp"
 
 
-class Driver(Protocol):
+class Driver:
+    """What a driver implements (documentation: drivers do not inherit from it)."""
+
     def create(self, net: NetworkRecord) -> None: ...
 
     def remove(self, net: NetworkRecord) -> None: ...

@@ -7,24 +7,22 @@ longer in the state is gone. No berth state means no table. berth never touches 
 tables; docs/NETWORKING.md says how this meets the host's firewall.
 """
 
-import hashlib
-from dataclasses import dataclass
+import os
 
 from berth.errors import SystemFailure
+from berth.network.driver import _Positional, sha256_hex
 
 DEFAULT_ROOT = "/var/lib/berth"
 
 
-@dataclass(frozen=True)
-class BridgeRules:
+class BridgeRules(_Positional):
     bridge: str          # the Linux bridge
     subnet: str          # "172.18.0.0/16"
     gateway: str
     internal: bool = False
 
 
-@dataclass(frozen=True)
-class PortRule:
+class PortRule(_Positional):
     bridge: str
     host_ip: str         # "" for every address
     host_port: int
@@ -37,7 +35,7 @@ def table_name(root):
     """"berth" for the default root; another root gets its own table."""
     if root.rstrip("/") == DEFAULT_ROOT:
         return "berth"
-    return "berth_" + hashlib.sha256(root.encode()).hexdigest()[:8]
+    return "berth_" + sha256_hex(root)[:8]
 
 
 def _q(name):
@@ -121,13 +119,34 @@ def render(table, bridges, ports):
     return head + "\n".join(lines) + "\n"
 
 
-def apply(text):
+_APPLIED = "/run/berth-nft-{}.rules"  # tmpfs: a reboot (which empties nftables) clears it
+
+
+def apply(text, table=None):
+    """Replace the table by ``text``. With ``table`` given, nothing is done when ``text`` is
+    what was last applied to it (kept in /run): loading libnftables costs ~11 ms and most
+    container starts and stops leave the rules as they were. Called with the host lock."""
     from berth.sys import nft
 
+    record = _APPLIED.format(table) if table else None
+    if record:
+        try:
+            with open(record) as f:
+                if f.read() == text:
+                    return
+        except OSError:
+            pass
+        try:
+            os.unlink(record)  # rules being changed: unknown until the new ones are in
+        except FileNotFoundError:
+            pass
     try:
         nft.run(text)
     except OSError as err:
         raise SystemFailure(f"apply firewall rules: {err.strerror}") from None
+    if record:
+        from berth.network._files import write_atomic
+        write_atomic(record, text.encode())
 
 
 def exists(table):
