@@ -312,7 +312,9 @@ def check(svc):
         for prefix in ("container-", "view-"):
             if key.startswith(prefix) and key[len(prefix):] not in records:
                 problems.append(f"snapshot without a container: {key}")
-    runtime_ids = set(os.listdir(svc.oci_root)) if os.path.isdir(svc.oci_root) else set()
+    # Entries starting with "@" are the runtime's own caches (no container id has an "@").
+    runtime_ids = {n for n in (os.listdir(svc.oci_root) if os.path.isdir(svc.oci_root)
+                               else ()) if not n.startswith("@")}
     for cid, r in records.items():
         running = r["state"].get("Running") or r["state"].get("Restarting")
         if r.get("snapshot_key") and r["snapshot_key"] not in keys:
