@@ -116,6 +116,7 @@ def _unpack_all(svc, client, repo, layers, diff_ids, lease, progress):
                                     progress)), errors)
             if errors:
                 raise errors[0]
+            _sync(staging)
             for i in todo:
                 _commit_staged(snap, chains, i, staged[i])
                 progress.update(_short(layers[i]["digest"]), "Pull complete")
@@ -147,6 +148,21 @@ def _staging_dir(root, lease):
     os.makedirs(path, exist_ok=True)
     mark_topdir(path)
     return path
+
+
+def _sync(path):
+    """Put the staged layers on disk before any snapshot row names them: one syncfs(2) for
+    the filesystem instead of an fsync per file (0.03-0.3 s after a 480 MB pull here, where
+    the writes are mostly under way already). A kill -9 needs none of it (the page cache
+    survives the process); a power cut after the commit would otherwise leave committed
+    snapshots with empty or missing files."""
+    from berth.sys.syncfs import syncfs
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
 
 
 def _parallel(items, fn, errors):

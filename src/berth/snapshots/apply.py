@@ -37,7 +37,8 @@ def apply_layer(dest_dir, stream, media_type, *, overlay=True, warnings=None):
     a list, receives one line per thing that could not be applied (an xattr the filesystem
     refuses); they are logged as well.
     """
-    compressed, plain = compression.open_layer(stream, media_type)
+    # The blob's own digest is the content store's business: only the diff id is hashed.
+    compressed, plain = compression.open_layer(stream, media_type, hash_compressed=False)
     try:
         root = os.open(dest_dir, _DIR_FLAGS)
     except OSError as err:

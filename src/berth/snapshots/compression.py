@@ -48,14 +48,15 @@ class DigestReader:
     def __init__(self, raw, alg="sha256", *, owns=True):
         self._raw = raw
         self._owns = owns  # close() closes ``raw`` too
-        self._hash = hashlib.new(alg)
+        self._hash = hashlib.new(alg) if alg else None  # None: count only
         self._alg = alg
         self.size = 0
 
     def read(self, n=-1):
         data = self._raw.read(n)
         if data:
-            self._hash.update(data)
+            if self._hash is not None:
+                self._hash.update(data)
             self.size += len(data)
         return data
 
@@ -66,6 +67,8 @@ class DigestReader:
 
     @property
     def digest(self):
+        if self._hash is None:
+            return None
         return f"{self._alg}:{self._hash.hexdigest()}"
 
     def close(self):
@@ -243,14 +246,16 @@ def decompressor(raw, compression):
     raise Unsupported(f"layer: unsupported compression {compression!r}")
 
 
-def open_layer(stream, media_type=None):
+def open_layer(stream, media_type=None, *, hash_compressed=True):
     """(compressed, plain): two DigestReaders over one pass of ``stream``.
 
     Read the tar from ``plain``; afterwards ``plain.drain()`` then ``compressed.drain()``
-    and read ``.digest`` / ``.size`` of each. The compression comes from the media type when
-    it names one, else from the magic bytes.
+    and read ``.digest`` / ``.size`` of each (``compressed.digest`` is None unless
+    ``hash_compressed``). The compression comes from the media type when it names one, else
+    from the magic bytes.
     """
-    compressed = DigestReader(stream, owns=False)  # the caller's to close
+    # The caller's to close.
+    compressed = DigestReader(stream, "sha256" if hash_compressed else None, owns=False)
     kind = compression_of(media_type)
     source = compressed
     if kind is None:

@@ -20,6 +20,9 @@ import berth.errors as _errors
 log = logging.getLogger(__name__)
 _SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PIPE_SIZE = 1 << 20
+# glibc hands each freed 1 MB buffer back to the kernel and faults a fresh one in for the
+# next (7% of a pull's CPU went to page faults): let the worker keep its heap instead.
+_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 _F_SETPIPE_SZ = 1031
 
 
@@ -34,7 +37,7 @@ class Unpack:
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-c", prog, dest, media_type or "",
              "overlay" if overlay else "copy"],
-            stdin=stdin, stdout=subprocess.PIPE, close_fds=True)
+            stdin=stdin, stdout=subprocess.PIPE, close_fds=True, env=dict(os.environ, **_MALLOC))
         self.pipe = None
         if source is None:
             self.pipe = self.proc.stdin.fileno()
