@@ -375,7 +375,7 @@ class ContainerService:
         with self.store.lock(record["id"]):
             record = self.get(record["id"])
             networks = self.networks.disconnect(record, network, force)
-            self.store.update(record["id"], networks=networks)
+            self.store.update(record["id"], replace=("networks",), networks=networks)
 
     def ports(self, id_or_name):
         """Docker's NetworkSettings.Ports: {"80/tcp": [{"HostIp", "HostPort"}] or None}."""

@@ -143,11 +143,11 @@ class ContainerStore:
         rows = self.md.query("SELECT record FROM containers ORDER BY created DESC, id")
         return [loads(row[0]) for row in rows]
 
-    def update(self, cid, **fields):
+    def update(self, cid, replace=(), **fields):
         """Merge ``fields`` into a record atomically; return the new record.
 
         A dict field merges one level into the stored dict (update(state={"Running": False})
-        keeps the other state keys); other values replace. ``name`` renames (Docker's rule,
+        keeps the other state keys) unless its name is in ``replace``; other values replace. ``name`` renames (Docker's rule,
         conflict checked); ``id`` cannot change.
         """
         if "id" in fields:
@@ -157,7 +157,7 @@ class ContainerStore:
             record = loads(row["record"])
             for key, value in fields.items():
                 old = record.get(key)
-                if isinstance(old, dict) and isinstance(value, dict):
+                if isinstance(old, dict) and isinstance(value, dict) and key not in replace:
                     record[key] = {**old, **value}
                 else:
                     record[key] = value
