@@ -239,9 +239,21 @@ def main(argv=None):
 
 
 def entry():
+    import gc
+
+    # A command's imports make tens of thousands of objects, none of them garbage: with the
+    # default threshold (700) the collector walks them ~80 times (~2 ms of a `run`). Rarely
+    # is enough for the few cycles a command makes, even a long pull.
+    gc.set_threshold(100_000, 50, 100)
     code = main()
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
-    sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    threading = sys.modules.get("threading")
+    if (threading is not None and threading.active_count() > 1) or "logging" in sys.modules:
+        sys.exit(code)  # threads to join, log handlers to flush: the interpreter's way
+    # Nothing is left to finish: the interpreter's teardown (every module's dict, the
+    # database's objects) would cost ~2 ms of every command.
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
