@@ -181,8 +181,13 @@ def test_stats_and_attach(berth):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 10
-        berth("exec", cid, "sh", "-c", "echo later > /proc/1/fd/1")
-        line = proc.stdout.readline()
+        # Under load the attach may connect after both writes: write until it sees one.
+        import select
+        line = ""
+        while not line and time.monotonic() < deadline + 20:
+            berth("exec", cid, "sh", "-c", "echo later > /proc/1/fd/1")
+            if select.select([proc.stdout], [], [], 1)[0]:
+                line = proc.stdout.readline()
         assert line.strip() in ("tick", "later")
     finally:
         berth("rm", "-f", cid)
