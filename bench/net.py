@@ -188,14 +188,14 @@ def podman_peer():
     return Podman()
 
 
-def loopback(seconds):
-    server = subprocess.Popen([IPERF, "-s", "-1", "-B", "127.0.0.1", "-p", "15201"],
+def loopback(seconds, port):
+    server = subprocess.Popen([IPERF, "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(50):
-            proc = subprocess.run([IPERF, "-J", "-c", "127.0.0.1", "-p", "15201", "-t",
+            proc = subprocess.run([IPERF, "-J", "-c", "127.0.0.1", "-p", str(port), "-t",
                                    str(seconds)], capture_output=True, text=True)
-            if proc.returncode == 0:
+            if proc.returncode == 0 and "sum_received" in proc.stdout:
                 return _gbits(proc.stdout)
             time.sleep(0.1)
         raise RuntimeError(f"iperf3 over loopback: {proc.stdout[-300:]}")
@@ -245,8 +245,8 @@ def main(argv):
                 for net in ("none", "bridge"):
                     times[name, net].append(e.run_rm(net))
         gbits = {k: [] for k in ["loopback", *engines]}
-        for _ in range(opts.rounds):
-            gbits["loopback"].append(loopback(opts.seconds))
+        for i in range(opts.rounds):
+            gbits["loopback"].append(loopback(opts.seconds, 15201 + i))
             for name, e in engines.items():
                 gbits[name].append(e.throughput(opts.seconds))
     finally:
