@@ -87,6 +87,9 @@ def test_publish_all_exposed_ports_and_berth_port(berth, cleanup):
     assert berth("port", name, "80/tcp").stdout == f"0.0.0.0:{tcp}\n"
     missing = berth("port", name, "9999", check=False)
     assert missing.returncode != 0 and "No public port '9999/tcp' published" in missing.stderr
+    udp = int(lines[1].rsplit(":", 1)[1])
+    shown = berth("ps", "--filter", f"name={name}", "--format", "{{.Ports}}").stdout
+    assert shown == f"0.0.0.0:{tcp}->80/tcp, 0.0.0.0:{udp}->8081/udp\n"
 
 
 def test_port_ranges(berth, cleanup):

@@ -212,7 +212,7 @@ def ps(ctx, argv):
     elif opts["last"] >= 0:
         records = records[:opts["last"]]
     records = [r for r in records if _ps_keep(r, opts["filter"])]
-    rows = [_ps_row(r, opts["no_trunc"]) for r in records]
+    rows = [_ps_row(r, opts["no_trunc"], None if opts["quiet"] else svc) for r in records]
     if opts["quiet"]:
         for r in rows:
             ctx.out(r["ID"])
@@ -255,7 +255,18 @@ def _ps_keep(record, filters):
     return True
 
 
-def _ps_row(record, no_trunc):
+def ports_text(ports):
+    """Docker's PORTS column from NetworkSettings.Ports: "0.0.0.0:8080->80/tcp, 443/tcp"."""
+    parts = []
+    for key, binds in sorted(ports.items(), key=lambda kv: (int(kv[0].split("/")[0]),
+                                                             kv[0])):
+        if not binds:
+            parts.append(key)
+        parts += [f"{b['HostIp'] or '0.0.0.0'}:{b['HostPort']}->{key}" for b in binds or ()]
+    return ", ".join(parts)
+
+
+def _ps_row(record, no_trunc, svc=None):
     conf = record["config"]
     command = " ".join(list(conf.get("Entrypoint") or []) + list(conf.get("Cmd") or []))
     if not no_trunc and len(command) > 20:
@@ -264,7 +275,9 @@ def _ps_row(record, no_trunc):
     return {"ID": record["id"] if no_trunc else record["id"][:12],
             "Image": record["image"], "Command": f'"{command}"',
             "RunningFor": output.ago(created), "CreatedAt": record["created"],
-            "Status": status_text(record["state"]), "Ports": "",
+            "Status": status_text(record["state"]),
+            "Ports": ports_text(svc.ports_of(record)) if svc is not None and
+            record["state"].get("Running") else "",
             "Names": record["name"], "State": record["state"].get("Status", ""),
             "Labels": ",".join(f"{k}={v}" for k, v in (conf.get("Labels") or {}).items())}
 

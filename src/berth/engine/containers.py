@@ -379,7 +379,10 @@ class ContainerService:
 
     def ports(self, id_or_name):
         """Docker's NetworkSettings.Ports: {"80/tcp": [{"HostIp", "HostPort"}] or None}."""
-        record = self.get(id_or_name)
+        return self.ports_of(self.get(id_or_name))
+
+    def ports_of(self, record):
+        """``ports`` for a record already read."""
         out = {p: None for p in (record["config"].get("ExposedPorts") or {})}
         if not record["state"].get("Running"):
             return out
