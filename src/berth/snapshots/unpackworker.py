@@ -101,6 +101,11 @@ class Unpack:
 
 
 def main():
+    import signal
+
+    # Ctrl-C on a terminal reaches the whole process group: the parent handles it, and
+    # the worker ends when its input does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     dest, media_type, mode = sys.argv[1:4]
     logging.getLogger().addHandler(logging.NullHandler())  # warnings go to the parent
     warnings = []
