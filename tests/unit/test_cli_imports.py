@@ -16,7 +16,8 @@ PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.execu
 
 SLOW = {"json", "re", "enum", "subprocess", "hashlib", "_hashlib", "shutil", "socket",
         "locale", "typing", "dataclasses", "contextlib", "threading", "tempfile", "secrets",
-        "random", "ipaddress", "argparse", "logging", "pathlib", "inspect"}
+        "random", "ipaddress", "argparse", "logging", "pathlib", "inspect", "calendar",
+        "_strptime", "datetime", "sqlite3"}
 
 RUN_PATH = ["berth.cli.main", "berth.cli.containers", "berth.cli.progress",
             "berth.engine.containers", "berth.engine.runopts", "berth.engine.spec",
@@ -24,7 +25,8 @@ RUN_PATH = ["berth.cli.main", "berth.cli.containers", "berth.cli.progress",
             "berth.engine.zygote", "berth.engine.logs", "berth.engine.reconcile",
             "berth.engine.health", "berth.events", "berth.images.service",
             "berth.images.reference", "berth.snapshots", "berth.snapshots.overlay",
-            "berth.snapshots.copy", "berth.metadata.db", "berth.sys.spawn", "berth.sys.linux"]
+            "berth.snapshots.copy", "berth.metadata.db", "berth.sys.spawn", "berth.sys.linux",
+            "berth.sys.execute"]
 
 WORK = """
 import os, sys
@@ -36,7 +38,7 @@ with open(root + "/snapshots/driver", "w") as f:  # as a root that has run once 
 for name in {modules!r}:
     __import__(name)
 from berth.cli.main import Context
-from berth.cli.containers import _service
+from berth.cli.containers import _service, status_text
 from berth.engine.runopts import parse_run_flags
 from berth.errors import NotFound
 opts, image, command = parse_run_flags(["--rm", "-e", "A=1", "--name", "x", "busybox",
@@ -49,6 +51,8 @@ try:
 except NotFound:
     pass
 svc.images.snapshotter()
+assert status_text({{"Status": "exited", "ExitCode": 1,
+                    "FinishedAt": "2024-01-01T00:00:00.5Z"}}).startswith("Exited (1)")
 ctx.images().close()
 print(" ".join(sorted(sys.modules)))
 """

@@ -188,14 +188,13 @@ def _runtime_delete(svc, record):
     """Forget the runtime's state of the container (and kill what is left of it)."""
     if not os.path.exists(os.path.join(svc.oci_root, record["id"])):
         return
-    import subprocess
-
     from berth.engine.containers import find_runtime
+    from berth.sys import execute
+
     argv = [record.get("runtime") or find_runtime(), "--root", svc.oci_root]
     try:
-        subprocess.run(argv + ["delete", "--force", record["id"]], capture_output=True,
-                       timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as err:
+        execute.run(argv + ["delete", "--force", record["id"]], timeout=60)
+    except OSError as err:
         _warn("delete %s: %s", record["id"], err)
 
 
@@ -203,15 +202,14 @@ def _runtime_status(svc, record):
     """The runtime's status of the container ("running", "stopped" ...) or ""."""
     if not os.path.exists(os.path.join(svc.oci_root, record["id"])):
         return ""
-    import subprocess
-
     from berth.engine.containers import find_runtime
     from berth.spec import jsonio
+    from berth.sys import execute
+
     argv = [record.get("runtime") or find_runtime(), "--root", svc.oci_root]
     try:
-        proc = subprocess.run(argv + ["state", record["id"]], capture_output=True, timeout=30)
-        return str(jsonio.loads(proc.stdout).get("status", "")) if proc.returncode == 0 \
-            else ""
+        code, out, _ = execute.run(argv + ["state", record["id"]], timeout=30)
+        return str(jsonio.loads(out).get("status", "")) if code == 0 else ""
     except Exception:  # noqa: BLE001 - no answer is an answer here
         return ""
 
