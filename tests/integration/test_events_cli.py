@@ -77,11 +77,20 @@ def test_exit_codes_kill_signals_and_image_events(berth):
     berth("rm", cid)
     berth("tag", IMAGE, f"{P}-img:1")
     berth("rmi", f"{P}-img:1")
-    evs = actions(berth, "type=image", since=since)
+    evs = actions(berth, "type=image", "event=tag", "event=untag", since=since)
     assert [(e["Action"], e["Actor"]["Attributes"]["name"]) for e in evs] == \
         [("tag", f"{P}-img:1"), ("untag", f"{P}-img:1")]
     assert all(e["Actor"]["ID"].startswith("sha256:") for e in evs)
     assert actions(berth, "type=image", f"image={P}-img:1", since=since)
+    imported = actions(berth, "type=image", "event=import", since="1h")
+    assert imported and imported[0]["Actor"]["Attributes"]["name"] == IMAGE
+    cid = berth("run", "-d", IMAGE, "sleep", "300").stdout.strip()
+    image_id = berth("commit", cid, f"{P}-snap:1").stdout.strip()
+    (commit,) = actions(berth, f"container={cid}", "event=commit", since=since)
+    assert commit["Actor"]["Attributes"]["imageID"] == image_id
+    assert commit["Actor"]["Attributes"]["imageRef"] == f"{P}-snap:1"
+    berth("rm", "-f", cid)
+    berth("rmi", f"{P}-snap:1")
     assert not actions(berth, "type=container", f"image={P}-img:1", since=since)
 
 

@@ -170,7 +170,9 @@ def commit(svc, id_or_name, target=None, *, changes=(), message="", author="",
                 history["author"] = author
             if message:
                 history["comment"] = message
-            return add_layer(svc.images, base, spool, target, config, history)
+            image_id = add_layer(svc.images, base, spool, target, config, history)
+        svc.event(record, "commit", comment=message, imageID=image_id, imageRef=target or "")
+        return image_id
     finally:
         if paused:
             try:

@@ -418,7 +418,9 @@ def import_rootfs(svc, fileobj, target=None, changes=(), message=None, platform=
             "history": [{"created": created, "created_by": "",
                          "comment": message or "Imported from -"}],
         })
-        return _store_image(svc, lease, config, [layer], ref)
+        image_id = _store_image(svc, lease, config, [layer], ref)
+    svc.event("import", image_id, name=ref.familiar_string() if ref else image_id)
+    return image_id
 
 
 def _store_image(svc, lease, config, layers, ref):
@@ -888,6 +890,8 @@ def load(svc, fileobj, platform=None):
             out.extend(reference.parse(n).familiar_string() for n in image.names)
         else:
             out.append(image.config_digest or image.target["digest"])
+        image_id = image.config_digest or image.target["digest"]
+        svc.event("load", image_id, name=out[-1])
     return out
 
 
