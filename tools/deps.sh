@@ -8,7 +8,7 @@ set -euo pipefail
 # dependencies without a download.
 required=(busybox-static runc libseccomp2 libseccomp-dev python3-venv python3-pip python3-pytest
           python3-jsonschema iproute2 nftables docker-registry skopeo python3-zstandard zstd
-          apache2-utils openssl debootstrap iperf3)
+          apache2-utils openssl debootstrap iperf3 containernetworking-plugins)
 optional=(podman docker.io)
 
 installed() {
