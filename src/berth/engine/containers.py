@@ -154,6 +154,13 @@ class ContainerService:
         except BaseException:
             try:
                 snap.remove(key)
+            except NotFound:
+                # Its row went with the rolled back transaction, not the directory that
+                # was made inside it (a name already taken, say).
+                try:
+                    snap.cleanup()
+                except Exception:  # noqa: BLE001 - the original error is what matters
+                    pass
             except Exception:  # noqa: BLE001 - the original error is what matters
                 pass
             remove_tree(cdir, ignore_errors=True)
