@@ -1,6 +1,8 @@
-"""`run --rm` with -d (and an attached `run --rm` whose CLI was killed): the container is
-removed once it has exited, as Docker's daemon does, by the next berth command (the
-monitor records the exit; see engine/reconcile.auto_remove) or by `stop` at once."""
+"""The `run` path end to end: `run --rm` with -d (and an attached `run --rm` whose CLI was
+killed) removes the container once it has exited, as Docker's daemon does, by the next
+berth command (the monitor records the exit; see engine/reconcile.auto_remove) or by `stop`
+at once; the user is resolved from the image's layers without a mount; a failed create (a
+name taken) leaves no snapshot directory behind."""
 
 import os
 import signal
@@ -13,6 +15,8 @@ from tests.integration.berthcli import IMAGE, berth_with_busybox
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
                                 reason="berth-oci is not installed (make install-bin)")
+
+P = f"run{os.getpid()}"  # names unique to this test run
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,28 @@ def test_attached_rm_whose_cli_was_killed_is_removed_later(berth, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def snapshot_dirs(berth):
+    base = os.path.join(berth.root, "snapshots", "overlay")
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
+
+
+def test_user_from_the_image_layers(berth):
+    out = berth("run", "--rm", "--network", "none", "-u", "nobody", IMAGE, "id").stdout
+    assert out.startswith("uid=65534(nobody)")
+    missing = berth("run", "--rm", "--network", "none", "-u", "nosuchuser", IMAGE, "id",
+                    check=False)
+    assert missing.returncode == 125 and "unable to find user nosuchuser" in missing.stderr
+    assert not [line for line in open("/proc/self/mountinfo") if berth.root in line]
+
+
+def test_name_taken_leaves_nothing(berth):
+    name = f"{P}-taken"
+    cid = berth("create", "--name", name, "--network", "none", IMAGE, "true").stdout.strip()
+    before = snapshot_dirs(berth)
+    dup = berth("create", "--name", name, "--network", "none", IMAGE, "true", check=False)
+    assert dup.returncode == 125 and "is already in use" in dup.stderr
+    assert snapshot_dirs(berth) == before
+    assert sorted(os.listdir(os.path.join(berth.root, "containers"))) == [cid]
+    berth("rm", cid)
