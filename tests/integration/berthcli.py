@@ -47,4 +47,5 @@ def berth_with_busybox(busybox_rootfs, tmp_path_factory, changes=('CMD ["sh"]',)
     yield b
     for cid in b("ps", "-aq", check=False).stdout.split():
         b("rm", "-f", "-v", cid, check=False)
+    b("network", "prune", "-f", check=False)  # the default bridge stays up until then
     assert not [line for line in open("/proc/self/mountinfo") if str(root) in line]

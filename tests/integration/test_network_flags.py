@@ -36,7 +36,7 @@ def berth(busybox_rootfs, tmp_path_factory):
         next(gen)
     except StopIteration:
         pass
-    assert _leftovers(b) == []
+    assert _leftovers(b, idle_default=False) == []
 
 
 @pytest.fixture

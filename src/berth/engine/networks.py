@@ -233,8 +233,17 @@ class NetworkService:
         return users
 
     def prune(self):
+        """Remove the unused user networks; the default bridge network's link and rules
+        (which stay up after its last container, as docker0 does) go when it is idle."""
+        from berth.network.bridge import host_lock
         removed = []
         for net in self.list():
+            if net.name == "bridge" and net.driver == "bridge":
+                with host_lock():
+                    if not self.md.query("SELECT 1 FROM net_endpoints WHERE network_id = ?",
+                                         (net.id,)):
+                        self.driver(net).remove(net)
+                continue
             if net.name in PREDEFINED or self._users(net.id):
                 continue
             self.remove(net.id)
@@ -391,6 +400,9 @@ class NetworkService:
             return  # a newer start owns the container's network now
         nets = {n.id: n for n in self._all()}
         path = self.netns_path(cid)
+        # Unmounting the namespace file ends the namespace, and its veth pairs with it,
+        # unless a `--network container:` sharer holds it: then delete them now.
+        dying = bool(rows) and netns.exists(path) and not self._sharers(cid, path)
         errors = []
         for row in rows:
             ep = json.loads(row["record"])
@@ -403,7 +415,8 @@ class NetworkService:
             try:
                 self.driver(net).detach(net, path, Endpoint(
                     cid, net.id, ep["ifname"], ep.get("ipv4"), ep.get("prefixlen"),
-                    ep.get("gateway"), ep.get("mac"), tuple(ep.get("aliases") or ())))
+                    ep.get("gateway"), ep.get("mac"), tuple(ep.get("aliases") or ())),
+                    dying=dying)
             except Exception as err:  # noqa: BLE001 - go on with the rest, report below
                 errors.append(err)
         if token is None or rows or netns.exists(path):
@@ -412,6 +425,11 @@ class NetworkService:
             self._names_changed()
         if errors:
             raise errors[0]
+
+    def _sharers(self, cid, path):
+        """True when another container's record joins the namespace at ``path``."""
+        return bool(self.md.query("SELECT 1 FROM containers WHERE id != ? AND "
+                                  "instr(record, ?) LIMIT 1", (cid, json.dumps(path))))
 
     def connect(self, record, ref, aliases=(), ip=""):
         net = self.get(ref)

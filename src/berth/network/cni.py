@@ -252,7 +252,7 @@ class CniDriver:
             raise SystemFailure(f"cannot cache the CNI result: {err}") from None
         return endpoint_from_result(ep, result, netns_path)
 
-    def detach(self, net, netns_path, ep):
+    def detach(self, net, netns_path, ep, dying=False):
         from berth.spec import jsonio
 
         cache = self._cache_file(net, ep.container_id, ep.ifname)
