@@ -35,6 +35,7 @@ TCP_IDLE = 10.0
 MAX_FORWARDS = 512        # in flight; beyond that queries are dropped, clients retry
 MAX_TCP_CLIENTS = 64
 TICK = 1.0                # retry unbound gateways, notice resolv.conf changes
+IDLE = 60.0               # with no container in the table this long, the server leaves
 
 _IN, _OUT = select.POLLIN, select.POLLOUT
 _BAD = select.POLLERR | select.POLLHUP | select.POLLNVAL
@@ -69,6 +70,8 @@ class Server:
     def __init__(self, root):
         self.root = root
         self.path = records_path(root)
+        self.idle_since = None   # since when no container is in the table
+        self.idle_stamp = None   # the table file as it was then
         self.stamp = None
         self.resolv_stamp = None
         self.records = Records({})
@@ -174,6 +177,7 @@ class Server:
             self.host, self.search = host_resolvers()
             self.stamp = None
         self.reload_table()
+        self._leave_when_idle(now)
         wanted = self.records.gateways
         for gateway in list(self.listeners):
             if gateway not in wanted:
@@ -181,6 +185,20 @@ class Server:
                     self.drop(sock)
         for gateway in wanted - set(self.listeners):
             self.bind(gateway)
+
+    def _leave_when_idle(self, now):
+        """Exit once no container has been in the table for IDLE seconds, or at once when
+        the root is gone: `ensure_server` starts a server again when a container needs
+        one, so idle roots (and removed ones) keep no process."""
+        if not os.path.isdir(self.root):
+            os._exit(0)
+        stamp = _stamp(self.path)
+        if self.records.nets_of or stamp != self.idle_stamp:
+            # Busy, or the table changed since idleness began: (re)start the count.
+            self.idle_since = None if self.records.nets_of else now
+            self.idle_stamp = stamp
+        elif self.idle_since is not None and now - self.idle_since >= IDLE:
+            os._exit(0)
 
     def reload_table(self):
         stamp = _stamp(self.path)
