@@ -266,8 +266,8 @@ def attach(socket_path, stdin=None, stdout=None, stderr=None, *, start=False,
     ``stdin`` (file or fd) to it until it exits; return its exit code. ``start`` starts a
     container its monitor created with start=False, once attached (no output is missed);
     ``close_stdin`` closes the container's stdin when ``stdin`` ends (`run -i`)."""
+    import _socket
     import select
-    import socket
 
     sock = _connect(socket_path)
     words = ["attach"]
@@ -290,7 +290,7 @@ def attach(socket_path, stdin=None, stdout=None, stderr=None, *, start=False,
                     sock.sendall(data)
                 else:
                     watch.remove(in_fd)
-                    sock.shutdown(socket.SHUT_WR)
+                    sock.shutdown(_socket.SHUT_WR)
             if sock in ready:
                 for kind, payload in _receive(sock, reader, f"attach {socket_path}"):
                     if kind == _EXIT:
@@ -341,11 +341,12 @@ def short_socket_path(path):
 
 
 def _connect(path):
-    import socket
+    # _socket, not socket: the wrapper module imports enum and selectors (~3 ms a command).
+    import _socket
 
     from berth.errors import Conflict
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     dirfd, short = short_socket_path(path)
     try:
         failed = sock.connect_ex(short)
