@@ -56,9 +56,11 @@ def run(ctx, argv):
             ctx.out(cid)
             return 0
         svc.start(cid, detached=False)
-        stdin = sys.stdin if opts.interactive else None
-        out = sys.stdout.buffer
-        code = _attach_with_terminal(svc, cid, stdin, out, sys.stderr.buffer, opts.tty)
+        streams = opts.attach or ("stdin", "stdout", "stderr")
+        stdin = sys.stdin if opts.interactive and "stdin" in streams else None
+        out = sys.stdout.buffer if "stdout" in streams else None
+        err = sys.stderr.buffer if "stderr" in streams else None
+        code = _attach_with_terminal(svc, cid, stdin, out, err, opts.tty)
         code = svc.wait(cid) if code is None else code
     except BerthError as err:
         ctx.stderr.write(f"berth: {err}\n")
@@ -158,9 +160,7 @@ def restart(ctx, argv):
 def kill(ctx, argv):
     opts, args = parse(argv, [Flag("signal", "s", kind="string", default="KILL")])
     _need(args, 1, "kill")
-    sig = opts["signal"].upper()
-    sig = sig if sig.isdigit() or sig.startswith("SIG") else "SIG" + sig
-    return _each(ctx, args, lambda svc, n: svc.kill(n, sig))
+    return _each(ctx, args, lambda svc, n: svc.kill(n, opts["signal"]))
 
 
 def rm(ctx, argv):

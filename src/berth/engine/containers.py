@@ -459,12 +459,15 @@ class ContainerService:
         return code
 
     def kill(self, id_or_name, signal="SIGKILL"):
+        from berth.engine.runopts import parse_signal
+
+        number = parse_signal(str(signal))  # Docker checks it before the container
         record = self.get(id_or_name)
         if not record["state"].get("Running"):
             raise Conflict(f"Cannot kill container: {id_or_name}: Container "
                            f"{record['id']} is not running")
-        self._signal(record, signal)
-        self.event(record, "kill", signal=_signal_number(signal))
+        self._signal(record, str(number))
+        self.event(record, "kill", signal=number)
         return record
 
     def _signal(self, record, signal):
@@ -477,12 +480,19 @@ class ContainerService:
     def stop(self, id_or_name, timeout=None, signal=None):
         """SIGTERM (or the container's stop signal), then SIGKILL after ``timeout``."""
         record = self.get(id_or_name)
-        if not record["state"].get("Running"):
+        if not record["state"].get("Running") and not record["state"].get("Restarting"):
             return record
         stop_marker = os.path.join(self.dir(record["id"]), "monitor.json.stop")
         with open(stop_marker, "w"):
             pass
         crash_point("stop")
+        if not record["state"].get("Running"):
+            # Between two runs of a restart policy: the monitor sees the marker within its
+            # poll and gives up the restart, unless it restarted the process just before.
+            record = self._wait_settled(record["id"])
+            if not record["state"].get("Running"):
+                self.event(record, "stop")
+                return record
         if timeout is None:
             timeout = record["config"].get("StopTimeout")
             timeout = 10 if timeout is None else timeout
@@ -503,6 +513,16 @@ class ContainerService:
         if (record.get("host_config") or {}).get("AutoRemove"):
             from berth.engine import reconcile
             reconcile.auto_remove(self, record["id"], wait_s=10)
+        return record
+
+    def _wait_settled(self, cid, timeout=30):
+        deadline = time.monotonic() + timeout
+        record = self.get(cid)
+        while record["state"].get("Restarting") and not record["state"].get("Running"):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+            record = self.get(cid)
         return record
 
     def _wait_stopped(self, cid, timeout):

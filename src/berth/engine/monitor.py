@@ -1075,11 +1075,12 @@ class _Monitor:
                 return
             self.clients[sock.fileno()] = client
             self.poller.register(sock.fileno(), 1)
-            if rest:
+            if "start" in words and not self._start_request(client):
+                self._drop(client)
+                return
+            # Input sent with the request line: only once started is there a stdin pipe.
+            if rest and "stdin" in words:
                 self._to_stdin(rest)
-            if "start" in words:
-                if not self._start_request(client):
-                    self._drop(client)
         else:
             client.send(_frame(_ERROR, f"unknown request {words[0]!r}".encode()))
             sock.close()

@@ -29,6 +29,7 @@ _VALID_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem
 _PROPAGATIONS = ("shared", "rshared", "slave", "rslave", "private", "rprivate")
 
 FLAGS = [
+    Flag("attach", "a", "list", help="Attach to STDIN, STDOUT or STDERR"),
     Flag("detach", "d", help="Run container in background and print container ID"),
     Flag("interactive", "i", help="Keep STDIN open even if not attached"),
     Flag("tty", "t", help="Allocate a pseudo-TTY"),
@@ -130,6 +131,7 @@ class RunOptions:
     def __init__(self, **fields):
         self.image = ""
         self.args = []                 # the command after the image name
+        self.attach = []               # -a: the streams to attach ("stdin", ...); [] all
         self.detach = False
         self.interactive = False
         self.tty = False
@@ -220,6 +222,10 @@ def parse_run_flags(argv):
     if not rest:
         raise UsageError("'berth run' requires at least 1 argument")
     opts.image, opts.args = rest[0], list(rest[1:])
+
+    opts.attach = [_flag_value("attach", v, _stream) for v in raw["attach"]]
+    if opts.attach and opts.detach:
+        raise InvalidArgument("Conflicting options: -a and -d")
 
     opts.env = _read_kv_files(raw["env_file"], "env") + [_env(v) for v in raw["env"]]
     labels = _read_kv_files(raw["label_file"], "label") + [_label(v) for v in raw["label"]]
@@ -366,6 +372,10 @@ def check(opts):
         if opts.nano_cpus < 10_000_000 or opts.nano_cpus > ncpu * 1_000_000_000:
             raise InvalidArgument(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are "
                                   f"only {ncpu} CPUs available")
+    for flag, value, online in (("cpus", opts.cpuset_cpus, "/sys/devices/system/cpu/online"),
+                                ("mems", opts.cpuset_mems, "/sys/devices/system/node/online")):
+        if value:
+            _check_cpuset(flag, value, online)
     if opts.shm_size < 0:
         raise InvalidArgument("SHM size can not be less than 0")
     if not -1000 <= opts.oom_score_adj <= 1000:
@@ -444,6 +454,38 @@ def _check_name(name):
                               f"[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
 
+def _uint_list(text):
+    """The set a cpuset list names ("0-2,4"); ValueError when it is not one."""
+    numbers = set()
+    for part in text.split(","):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or dash and not high.isdigit():
+            raise ValueError(text)
+        low, high = int(low), int(high) if dash else int(low)
+        if high < low:
+            raise ValueError(text)
+        numbers.update(range(low, high + 1))
+    return numbers
+
+
+def _check_cpuset(flag, value, online_path):
+    """Docker's checks of --cpuset-cpus/--cpuset-mems: the grammar, then the host's set."""
+    try:
+        wanted = _uint_list(value)
+    except ValueError:
+        raise InvalidArgument(f"Invalid value {value} for cpuset {flag}") from None
+    try:
+        with open(online_path) as f:
+            online = f.read().strip()
+        available = _uint_list(online)
+    except (OSError, ValueError):
+        return
+    if not wanted <= available:
+        what = "CPUs" if flag == "cpus" else "memory nodes"
+        raise InvalidArgument(f"Requested {what} are not available - requested {value}, "
+                              f"available: {online}")
+
+
 _SIGNALS = {
     "ABRT": 6, "ALRM": 14, "BUS": 7, "CHLD": 17, "CLD": 17, "CONT": 18, "FPE": 8, "HUP": 1,
     "ILL": 4, "INT": 2, "IO": 29, "IOT": 6, "KILL": 9, "PIPE": 13, "POLL": 29, "PROF": 27,
@@ -490,6 +532,12 @@ def normalize_caps(names):
 def _shown(key):
     flag = _BY_KEY[key]
     return f"-{flag.short}, --{flag.name}" if flag.short else f"--{flag.name}"
+
+
+def _stream(text):
+    if text.lower() not in ("stdin", "stdout", "stderr"):
+        raise ValueError("valid streams are STDIN, STDOUT and STDERR")
+    return text.lower()
 
 
 def _flag_value(key, value, convert):

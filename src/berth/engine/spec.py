@@ -52,6 +52,14 @@ _FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
 
 # ---------------------------------------------------------------- image config + options
 
+def _attached(opts, stream):
+    if opts.detach:
+        return False
+    if opts.attach:
+        return stream in opts.attach
+    return opts.interactive if stream == "stdin" else True
+
+
 def user_config(opts):
     """The Config a `docker run` client sends for ``opts`` (before the image is merged in)."""
     entrypoint = None
@@ -61,9 +69,9 @@ def user_config(opts):
         "Hostname": opts.hostname,
         "Domainname": "",
         "User": opts.user,
-        "AttachStdin": opts.interactive and not opts.detach,
-        "AttachStdout": not opts.detach,
-        "AttachStderr": not opts.detach,
+        "AttachStdin": _attached(opts, "stdin"),
+        "AttachStdout": _attached(opts, "stdout"),
+        "AttachStderr": _attached(opts, "stderr"),
         "ExposedPorts": dict(opts.exposed_ports),
         "Tty": opts.tty,
         "OpenStdin": opts.interactive,
