@@ -38,7 +38,7 @@ _DEFAULT_OPTIONS = {
     "com.docker.network.bridge.enable_icc": "true",
     "com.docker.network.bridge.enable_ip_masquerade": "true",
     "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
-    "com.docker.network.driver.mtu": "1500",
+    "com.docker.network.driver.mtu": "65535",
 }
 _DRIVERS = ("bridge", "cni")
 

@@ -97,7 +97,7 @@ class BridgeDriver:
             return
         subnet_len = int(net.subnet.split("/")[1])
         try:
-            nl.add_bridge(net.bridge, mtu=net.mtu if net.mtu != 1500 else None)
+            nl.add_bridge(net.bridge, mtu=net.mtu)
             nl.add_address(net.bridge, net.gateway, subnet_len)
             nl.set_link(net.bridge, up=True)
             # Published ports on 127.0.0.1 are translated to the bridge; the kernel drops

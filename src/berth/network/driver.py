@@ -18,6 +18,9 @@ def sha256_hex(text):
     return sha256(text.encode()).hexdigest()
 
 
+DEFAULT_MTU = 65535
+
+
 class _Positional(Record):
     """A frozen record built by position or keyword, as a dataclass is (without the
     ~20 ms ``dataclasses`` import on every networked ``run``)."""
@@ -57,7 +60,9 @@ class NetworkRecord(_Positional):
 
     @property
     def mtu(self):
-        return int(self.options.get("com.docker.network.driver.mtu") or 1500)
+        """The bridge's and veths' MTU: -o com.docker.network.driver.mtu, else 65535
+        (docs/NETWORKING.md: near loopback's throughput; MSS clamping for the way out)."""
+        return int(self.options.get("com.docker.network.driver.mtu") or DEFAULT_MTU)
 
 
 class Endpoint(_Positional):

@@ -75,6 +75,11 @@ def render(table, bridges, ports):
         # A container reaching a published port on the host's address, served by a
         # container of the same bridge: the answer must come back through the host.
         post.append(f"iifname {br} oifname {br} ct status dnat masquerade")
+    # Bridges and veths have a 64 KiB MTU (driver.DEFAULT_MTU): a TCP connection leaving
+    # the host through a smaller one is told the route's MTU in its SYN and SYN-ACK, so
+    # it works where ICMP "fragmentation needed" is lost. Before the accepts below: a
+    # SYN-ACK is already "established". Only ever lowers the MSS.
+    forward.insert(0, "iifname @bridges tcp flags syn tcp option maxseg size set rt mtu")
     forward.append("ct status dnat accept")
     forward.append("ct state established,related accept")
     for b in bridges:
