@@ -3,13 +3,14 @@
 ``Berth(root)("run", ...)`` runs ``python3 -m berth.cli --root ROOT ...`` and raises on a
 non-zero exit unless check=False. ``berth_with_busybox`` makes a root holding the local
 busybox rootfs imported as IMAGE, yields its Berth, and afterwards removes every container
-and checks that no mount below the root is left.
+and checks that no mount below the root is left. ``wait_for(predicate)`` polls.
 """
 
 import os
 import subprocess
 import sys
 import tarfile
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = "busybox:test"
@@ -31,6 +32,17 @@ class Berth:
             raise AssertionError(f"berth {' '.join(args)} exited {proc.returncode}\n"
                                  f"{proc.stdout}{proc.stderr}")
         return proc
+
+
+def wait_for(predicate, timeout=30):
+    """Poll ``predicate`` every 0.1 s until it returns something true; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
 
 
 def berth_with_busybox(busybox_rootfs, tmp_path_factory, changes=('CMD ["sh"]',)):

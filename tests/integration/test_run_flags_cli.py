@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, berth_with_busybox, wait_for
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
                                 reason="berth-oci is not installed (make install-bin)")
@@ -19,16 +19,6 @@ PID = os.getpid()
 @pytest.fixture(scope="module")
 def berth(busybox_rootfs, tmp_path_factory):
     yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
-
-
-def wait_for(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return predicate()
 
 
 def fmt(berth, template, name):

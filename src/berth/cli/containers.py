@@ -7,7 +7,7 @@ import time
 
 from berth.cli import output
 from berth.flags import Flag, UsageError, parse
-from berth.errors import BerthError
+from berth.errors import BerthError, InvalidArgument
 
 
 def _service(ctx):
@@ -76,18 +76,38 @@ run.error_exit = 125
 run.usage_exit = 125
 
 
-def _attach_with_terminal(svc, cid, stdin, stdout, stderr, tty):
+def _attach_with_terminal(svc, cid, stdin, stdout, stderr, tty, start=True):
+    """Attach; on a tty container with our stdin a terminal, in raw mode, the container's
+    terminal sized as ours and resized with it (SIGWINCH)."""
     if tty and stdin is not None and os.isatty(0):
+        import signal
         import termios
         import tty as ttymod
 
+        def size():
+            try:
+                cols, rows = os.get_terminal_size(0)
+            except OSError:
+                return None
+            return (rows, cols) if rows and cols else None
+
+        def winch(signum, frame):
+            now = size()
+            if now:
+                try:
+                    svc.resize(cid, *now)
+                except BerthError:
+                    pass
         saved = termios.tcgetattr(0)
         ttymod.setraw(0)
+        previous = signal.signal(signal.SIGWINCH, winch)
         try:
-            return svc.attach(cid, stdin=stdin, stdout=stdout, stderr=stderr, start=True)
+            return svc.attach(cid, stdin=stdin, stdout=stdout, stderr=stderr, start=start,
+                              size=size())
         finally:
+            signal.signal(signal.SIGWINCH, previous)
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
-    return svc.attach(cid, stdin=stdin, stdout=stdout, stderr=stderr, start=True)
+    return svc.attach(cid, stdin=stdin, stdout=stdout, stderr=stderr, start=start)
 
 
 def _remove_quietly(svc, cid):
@@ -125,10 +145,10 @@ def start(ctx, argv):
     for name in args:
         try:
             if opts["attach"]:
-                svc.start(name, detached=False)
+                record = svc.start(name, detached=False)
                 stdin = sys.stdin if opts["interactive"] else None
-                return svc.attach(name, stdin=stdin, stdout=sys.stdout.buffer,
-                                  stderr=sys.stderr.buffer, start=True)
+                return _attach_with_terminal(svc, name, stdin, sys.stdout.buffer,
+                                             sys.stderr.buffer, _tty(svc, record))
             svc.start(name)
             ctx.out(name)
         except BerthError as err:
@@ -204,19 +224,24 @@ def ps(ctx, argv):
                                                                        default=-1),
                            Flag("latest", "l"), Flag("size", "s"), Flag("no-trunc"),
                            Flag("filter", "f", kind="list"), Flag("format", kind="string")])
+    filters = _ps_filters(opts["filter"])
     svc = _service(ctx)
     show_all = opts["all"] or opts["last"] >= 0 or opts["latest"]
-    records = svc.list(all_containers=show_all)
+    records = [r for r in svc.list(all_containers=show_all) if _ps_keep(r, filters)]
     if opts["latest"]:
         records = records[:1]
     elif opts["last"] >= 0:
         records = records[:opts["last"]]
-    records = [r for r in records if _ps_keep(r, opts["filter"])]
     rows = [_ps_row(r, opts["no_trunc"], None if opts["quiet"] else svc) for r in records]
     if opts["quiet"]:
         for r in rows:
             ctx.out(r["ID"])
         return 0
+    if opts["size"] or "{{.Size}}" in (opts["format"] or "").replace(" ", ""):
+        for row, record in zip(rows, records):
+            rw, virtual = svc.sizes(record)
+            row["Size"] = (f"{output.human_size(rw)} "
+                           f"(virtual {output.human_size(virtual)})")
     if opts["format"]:
         try:
             ctx.out(output.render(opts["format"], rows, {"ID": "CONTAINER ID",
@@ -224,35 +249,62 @@ def ps(ctx, argv):
         except output.TemplateError as err:
             raise UsageError(str(err)) from None
         return 0
+    columns = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
+    columns += ["Size"] if opts["size"] else []
     ctx.out(output.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",
-                          "NAMES"],
-                         [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"],
-                           r["Ports"], r["Names"]] for r in rows]))
+                          "NAMES"] + (["SIZE"] if opts["size"] else []),
+                         [[r[c] for c in columns] for r in rows]))
     return 0
 
 
+_PS_FILTERS = ("ancestor", "before", "expose", "exited", "health", "id", "isolation",
+               "is-task", "label", "name", "network", "publish", "since", "status", "volume")
+_STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def _ps_filters(specs):
+    """{key: [values]} from --filter words, checked as dockerd checks them."""
+    filters = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            raise InvalidArgument("bad format of filter (expected name=value)")
+        if key not in _PS_FILTERS:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if key == "status" and value not in _STATUSES:
+            raise InvalidArgument(f"Invalid filter 'status={value}'")
+        if key == "exited" and not value.lstrip("-").isdigit():
+            raise InvalidArgument(f"invalid filter 'exited={value}'")
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+def _ps_match(record, key, value):
+    state = record["state"]
+    if key == "status":
+        return state.get("Status") == value
+    if key == "name":
+        return value.lstrip("/") in record["name"]
+    if key == "id":
+        return record["id"].startswith(value)
+    if key == "label":
+        from berth.engine.containers import has_label
+        return has_label(record["config"].get("Labels") or {}, value)
+    if key == "exited":
+        return not state.get("Running") and state.get("Status") == "exited" and \
+            str(state.get("ExitCode")) == value
+    if key == "ancestor":
+        return value in (record["image"], record["image_id"]) or (
+            len(value) >= 4 and record["image_id"].split(":")[-1].startswith(value))
+    if key == "health":
+        return health_status(record) == value
+    return True  # the other keys: accepted, not yet narrowing
+
+
 def _ps_keep(record, filters):
-    for f in filters:
-        key, _, value = f.partition("=")
-        state = record["state"]
-        if key == "status" and state.get("Status") != value:
-            return False
-        if key == "name" and value not in record["name"]:
-            return False
-        if key == "id" and not record["id"].startswith(value):
-            return False
-        if key == "label":
-            k, sep, v = value.partition("=")
-            labels = record["config"].get("Labels") or {}
-            if k not in labels or (sep and labels[k] != v):
-                return False
-        if key == "exited" and (state.get("Running") or str(state.get("ExitCode")) != value):
-            return False
-        if key == "ancestor" and value not in (record["image"], record["image_id"]):
-            return False
-        if key == "health" and health_status(record) != value:
-            return False
-    return True
+    """Every key holds; within a key, one of its values (as dockerd)."""
+    return all(any(_ps_match(record, key, v) for v in values)
+               for key, values in filters.items())
 
 
 def ports_text(ports):
@@ -431,7 +483,7 @@ def rename(ctx, argv):
 
 def container_prune(ctx, argv):
     opts, _ = parse(argv, [Flag("force", "f"), Flag("filter", kind="list")])
-    removed = _service(ctx).prune()
+    removed = _service(ctx).prune(opts["filter"])
     if removed:
         ctx.out("Deleted Containers:")
         for cid in removed:
@@ -447,8 +499,14 @@ def attach(ctx, argv):
     if len(args) != 1:
         raise UsageError('"attach" requires exactly 1 argument.')
     stdin = None if opts["no_stdin"] else sys.stdin
-    return _service(ctx).attach(args[0], stdin=stdin, stdout=sys.stdout.buffer,
-                                stderr=sys.stderr.buffer)
+    svc = _service(ctx)
+    return _attach_with_terminal(svc, args[0], stdin, sys.stdout.buffer, sys.stderr.buffer,
+                                 _tty(svc, args[0]), start=False)
+
+
+def _tty(svc, record_or_name):
+    record = record_or_name if isinstance(record_or_name, dict) else svc.get(record_or_name)
+    return bool(((record or {}).get("config") or {}).get("Tty"))
 
 
 def stats(ctx, argv):

@@ -452,11 +452,24 @@ class ContainerService:
                 return True  # being started or stopped right now
         return self.networks.reconcile(alive)
 
-    def attach(self, id_or_name, stdin=None, stdout=None, stderr=None, start=False):
+    def attach(self, id_or_name, stdin=None, stdout=None, stderr=None, start=False,
+               size=None):
+        """Stream the container's stdio until it exits; its exit code. ``size``: (rows,
+        cols) of the caller's terminal, given to a tty container's as it is attached."""
         record = self.get(id_or_name)
+        state = record["state"]
+        if not start and state.get("Paused"):
+            raise Conflict("You cannot attach to a paused container, unpause it first")
+        if not start and not state.get("Running") and not state.get("Restarting"):
+            raise Conflict("You cannot attach to a stopped container, start it first")
         sock = os.path.join(self.dir(record["id"]), "attach.sock")
-        code = mon.attach(sock, stdin=stdin, stdout=stdout, stderr=stderr, start=start)
-        return code
+        return mon.attach(sock, stdin=stdin, stdout=stdout, stderr=stderr, start=start,
+                          size=size)
+
+    def resize(self, id_or_name, rows, cols):
+        """Set the size of a tty container's terminal."""
+        record = self.get(id_or_name)
+        mon.resize(os.path.join(self.dir(record["id"]), "attach.sock"), rows, cols)
 
     def kill(self, id_or_name, signal="SIGKILL"):
         from berth.engine.runopts import parse_signal
@@ -747,15 +760,47 @@ class ContainerService:
         self.event(record, "rename", oldName="/" + old)
         return record
 
-    def prune(self):
-        """Remove every stopped container; (ids removed, bytes freed in their snapshots)."""
+    def prune(self, filters=()):
+        """Remove every stopped container that ``filters`` (Docker's "until=", "label=",
+        "label!=" strings: different keys all hold, one of a key's values does) keep; the
+        ids removed."""
+        from berth.engine.logs import parse_time
+
+        wanted = {}
+        for f in filters:
+            key, _, value = f.partition("=")
+            if key not in ("until", "label", "label!"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+            wanted.setdefault(key, []).append(value)
+        until = [parse_time(v, "until") for v in wanted.get("until", ())]
         removed = []
         for record in self.list(all_containers=True):
-            if record["state"].get("Running"):
+            state = record["state"]
+            if state.get("Running") or state.get("Restarting"):
+                continue
+            labels = record["config"].get("Labels") or {}
+            if until and not any(_created_ns(record) < t for t in until):
+                continue
+            if "label" in wanted and not all(has_label(labels, v) for v in wanted["label"]):
+                continue
+            if any(has_label(labels, v) for v in wanted.get("label!", ())):
                 continue
             self.remove(record["id"])
             removed.append(record["id"])
         return removed
+
+    def sizes(self, record):
+        """(SizeRw, SizeRootFs): the bytes of the container's own layer, and with its
+        image's."""
+        try:
+            rw = self.images.snapshotter().usage(record["snapshot_key"])
+        except Exception:  # noqa: BLE001 - a record without its snapshot counts as empty
+            rw = 0
+        try:
+            image = self.images.get(record["image_id"]).size()
+        except Exception:  # noqa: BLE001 - an image removed under the container
+            image = 0
+        return rw, rw + image
 
     def _runtime(self, record, *args):
         code, stdout, stderr = _run_runtime(self._runtime_argv(record) + list(args) +
@@ -826,6 +871,21 @@ def crash_point(name):
     (SIGKILL) there, in the middle of an operation."""
     if os.environ.get("BERTH_CRASH_AT") == name:
         os.kill(os.getpid(), 9)
+
+
+def has_label(labels, spec):
+    """Docker's label filter: "key" (present) or "key=value"."""
+    key, sep, value = spec.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def _created_ns(record):
+    from berth.engine.logs import time_ns
+
+    try:
+        return time_ns(record["created"])
+    except (KeyError, ValueError):
+        return 0
 
 
 def _signal_number(signal):

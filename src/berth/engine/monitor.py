@@ -38,8 +38,8 @@ conmon's 368 kB is out of reach for any CPython process; a zygote monitor forkin
 would be the next step.
 
 Attach protocol (unix socket ``attach_socket``): the client sends one line, words among
-``attach stdin stdout stderr close-stdin start`` or ``start`` or ``resize ROWS COLS``,
-then raw stdin bytes; the monitor sends frames: 8-byte header (type, 0, 0, 0, big-endian
+``attach stdin stdout stderr close-stdin start size=ROWSxCOLS`` or ``start`` or
+``resize ROWS COLS``, then raw stdin bytes; the monitor sends frames: 8-byte header (type, 0, 0, 0, big-endian
 length) and payload; types 1 stdout, 2 stderr, 3 exit (code as text), 4 error (message),
 5 started (pid as text).
 """
@@ -261,7 +261,7 @@ def _created_pid(spec, said, start):
 
 
 def attach(socket_path, stdin=None, stdout=None, stderr=None, *, start=False,
-           close_stdin=True):
+           close_stdin=True, size=None):
     """Stream the container's output to ``stdout``/``stderr`` (binary files or fds) and
     ``stdin`` (file or fd) to it until it exits; return its exit code. ``start`` starts a
     container its monitor created with start=False, once attached (no output is missed);
@@ -276,6 +276,8 @@ def attach(socket_path, stdin=None, stdout=None, stderr=None, *, start=False,
                                     ("stderr", stderr is not None),
                                     ("close-stdin", close_stdin and stdin is not None),
                                     ("start", start)) if on]
+    if size:
+        words.append(f"size={int(size[0])}x{int(size[1])}")
     outs = {_STDOUT: _writer(stdout), _STDERR: _writer(stderr)}
     in_fd = stdin if isinstance(stdin, int) or stdin is None else stdin.fileno()
     try:
@@ -1078,6 +1080,9 @@ class _Monitor:
             if "start" in words and not self._start_request(client):
                 self._drop(client)
                 return
+            for word in words:
+                if word.startswith("size="):
+                    self._resize(word[5:].split("x"))
             # Input sent with the request line: only once started is there a stdin pipe.
             if rest and "stdin" in words:
                 self._to_stdin(rest)
@@ -1111,7 +1116,10 @@ class _Monitor:
         import fcntl
 
         from berth.sys import consts as C
-        rows, cols = int(args[0]), int(args[1])
+        try:
+            rows, cols = int(args[0]), int(args[1])
+        except ValueError:
+            return
         size = rows.to_bytes(2, "little") + cols.to_bytes(2, "little") + bytes(4)
         try:
             fcntl.ioctl(self.master, C.TIOCSWINSZ, size)
