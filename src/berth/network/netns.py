@@ -1,8 +1,8 @@
 """Persistent named network namespaces: a file bind-mounted from a namespace's nsfs inode.
 
-``create(path)`` forks a child that unshares a new network namespace and bind-mounts its
-/proc/self/ns/net onto ``path``, then exits: the mount keeps the namespace alive with no
-process in it, and any OCI runtime joins it by path. ``netlink_in(path)`` opens a netlink
+``create(path)`` runs a thread that unshares a new network namespace and bind-mounts its
+/proc/thread-self/ns/net onto ``path``, then ends: the mount keeps the namespace alive with
+no task in it, and any OCI runtime joins it by path. ``netlink_in(path)`` opens a netlink
 socket inside it from a short-lived thread that setns()es (a socket stays in the namespace
 it was made in), so no process of ours ever changes namespace.
 """
@@ -22,38 +22,41 @@ _MNT_DETACH = 0x2
 
 def create(path):
     """A new network namespace kept alive by a bind mount on ``path`` (made, must not
-    exist); its loopback is brought up."""
+    exist); its loopback is brought up. A short-lived thread unshares it for itself (the
+    network namespace is per task) and mounts it: a fork of the CLI cost ~2-4 ms more."""
     os.makedirs(os.path.dirname(path), 0o711, exist_ok=True)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444))
     except OSError as err:
         raise from_oserror(err, f"create network namespace {path}") from None
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no Python-level cleanup, one line of error back
+    result = {}
+
+    def make():
         try:
-            os.close(r)
             linux.unshare(CLONE_NEWNET)
-            linux.mount("/proc/self/ns/net", path, None, _MS_BIND)
-            os._exit(0)
+            linux.mount("/proc/thread-self/ns/net", path, None, _MS_BIND)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            result["err"] = err
+            return
+        try:
+            with Netlink() as nl:
+                nl.set_link("lo", up=True)
         except BaseException as err:  # noqa: BLE001
-            try:
-                os.write(w, str(err).encode()[:500])
-            finally:
-                os._exit(1)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        message = f.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        _unlink(path)
-        raise SystemFailure(f"create network namespace {path}: {message or status}")
-    try:
-        with netlink_in(path) as nl:
-            nl.set_link("lo", up=True)
-    except BaseException:
-        remove(path)
-        raise
+            result["err"] = err
+            result["mounted"] = True
+
+    thread = threading.Thread(target=make, name="netns-create")
+    thread.start()
+    thread.join()
+    if "err" in result:
+        if result.get("mounted"):
+            remove(path)
+        else:
+            _unlink(path)
+        err = result["err"]
+        if isinstance(err, OSError):
+            raise SystemFailure(f"create network namespace {path}: {err}") from None
+        raise err
     return path
 
 
