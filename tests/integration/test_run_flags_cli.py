@@ -318,3 +318,22 @@ def test_kill_with_a_signal(berth):
         assert bad.returncode != 0 and "Invalid signal: NOPE" in bad.stderr
     finally:
         berth("rm", "-f", name)
+
+
+def test_logs_follow_across_rotations(berth):
+    name = f"rotf{PID}"
+    # ~60 kB of records in pauses: the follower sees several rotations of 8k files.
+    script = ('i=0; while [ $i -lt 600 ]; do '
+              'echo "n $i yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"; i=$((i+1)); '
+              '[ $((i % 50)) -eq 0 ] && sleep 0.05; done')
+    berth("run", "-d", "--name", name, "--log-opt", "max-size=8k", "--log-opt", "max-file=4",
+          IMAGE, "sh", "-c", script)
+    try:
+        out = berth("logs", "-f", name).stdout.splitlines()
+        numbers = [int(line.split()[1]) for line in out]
+        # The follower may start after the first rotations; from there on nothing is lost.
+        assert numbers[-1] == 599 and numbers == list(range(numbers[0], 600))
+        path = fmt(berth, "{{.LogPath}}", name)
+        assert os.path.exists(path + ".1")
+    finally:
+        berth("rm", "-f", name)

@@ -271,9 +271,8 @@ def _follow(path, f, keep, running, poll_interval):
                 f = _open_at_end(path, start=True)
             if f is not None:
                 yield from _read_whole_lines(f, keep)
-                f = _reopen_if_rolled(path, f, keep)
-                if f is not None:
-                    yield from _read_whole_lines(f, keep)
+                f = yield from _reopen_if_rolled(path, f, keep)
+                yield from _read_whole_lines(f, keep)
             if not alive:
                 return
             time.sleep(poll_interval)
@@ -282,19 +281,57 @@ def _follow(path, f, keep, running, poll_interval):
             f.close()
 
 
+def _open_new(path):
+    """Open the current file, which a roll leaves missing for an instant."""
+    for _ in range(100):
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            time.sleep(0.01)
+    return open(path, "rb")
+
+
 def _reopen_if_rolled(path, f, keep):
-    """Switch to the new file when the writer rolled or emptied the one we read."""
+    """Switch to the new file when the writer rolled or emptied the one we read (a
+    generator: yields what was written in between, returns the file to read on).
+
+    The old file is drained through the fd we hold (renamed or even deleted since), then
+    the files rolled after it (``path.K-1`` .. ``path.1``, when it is now ``path.K``; all of
+    them when it fell off the end), so a follower that lags several rotations loses
+    nothing the writer kept."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return f
     mine = os.fstat(f.fileno())
-    if (st.st_ino, st.st_dev) != (mine.st_ino, mine.st_dev):
-        f.close()
-        return open(path, "rb")
-    if st.st_size < f.tell():
-        f.seek(0)
-    return f
+    if (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev):
+        if st.st_size < f.tell():
+            f.seek(0)
+        return f
+    yield from _read_whole_lines(f, keep)
+    f.close()
+    # Opened before the scan: a roll during the scan then moves a file we will read on.
+    current = _open_new(path)
+    ours = os.fstat(current.fileno())
+    newer = []
+    i = 1
+    while True:
+        try:
+            rolled = os.stat(f"{path}.{i}")
+        except FileNotFoundError:
+            break
+        if (rolled.st_ino, rolled.st_dev) == (mine.st_ino, mine.st_dev):
+            break
+        if (rolled.st_ino, rolled.st_dev) != (ours.st_ino, ours.st_dev):
+            newer.append(f"{path}.{i}")
+        i += 1
+    for name in reversed(newer):
+        try:
+            with open(name, "rb") as old:
+                yield from _read_whole_lines(old, keep)
+        except FileNotFoundError:  # rolled off while we read the ones before
+            continue
+    return current
 
 
 # ---------------------------------------------------------------- times
