@@ -192,11 +192,12 @@ def test_wait_for_several(berth):
 
 
 def test_ps_filters_and_formats(berth):
-    run_id = berth("run", "-d", "--name", f"{P}-up", "-l", "ps=1", "-l", "tier=web", IMAGE,
-                   "sleep", "300").stdout.strip()
-    ok_id = berth("run", "-d", "--name", f"{P}-ok", "-l", "ps=1", IMAGE, "true").stdout.strip()
-    bad_id = berth("run", "-d", "--name", f"{P}-bad", "-l", "ps=1", IMAGE,
-                   "sh", "-c", "exit 3").stdout.strip()
+    run_id = berth("run", "-d", "--name", f"{P}-up", "-l", "ps=1", "-l", "tier=web",
+                   "--expose", "7000", IMAGE, "sleep", "300").stdout.strip()
+    ok_id = berth("run", "-d", "--name", f"{P}-ok", "-l", "ps=1", "--network", "none", IMAGE,
+                  "true").stdout.strip()
+    bad_id = berth("run", "-d", "--name", f"{P}-bad", "-l", "ps=1", "-v", f"{P}-vol:/data",
+                   IMAGE, "sh", "-c", "exit 3").stdout.strip()
     try:
         berth("wait", ok_id, bad_id)
 
@@ -216,6 +217,14 @@ def test_ps_filters_and_formats(berth):
             [f"{P}-up", f"{P}-ok", f"{P}-bad"])
         assert ps("-a", "--filter", "ancestor=other:image", *mine) == []
         assert ps("-a", "--filter", f"id={bad_id[:12]}") == [f"{P}-bad"]
+        assert sorted(ps("-a", "--filter", f"before={P}-bad", *mine)) == [f"{P}-ok", f"{P}-up"]
+        assert sorted(ps("-a", "--filter", f"since={P}-up", *mine)) == [f"{P}-bad", f"{P}-ok"]
+        assert ps("-a", "--filter", "network=none", *mine) == [f"{P}-ok"]
+        assert ps("-a", "--filter", f"volume={P}-vol", *mine) == [f"{P}-bad"]
+        assert ps("-a", "--filter", "volume=/data", *mine) == [f"{P}-bad"]
+        assert ps("-a", "--filter", "expose=7000-7001", *mine) == [f"{P}-up"]
+        assert ps("-a", "--filter", "expose=7000/udp", *mine) == []
+        assert ps("-a", "--filter", "is-task=true", *mine) == []
         # -n: the last N created, whatever their state; latest first.
         assert ps("-n", "2") == [f"{P}-bad", f"{P}-ok"]
         assert berth("ps", "-q", "--no-trunc", *mine).stdout.split() == [run_id]
@@ -235,7 +244,7 @@ def test_ps_filters_and_formats(berth):
         bad = berth("ps", "--filter", "status=sleepy", check=False)
         assert bad.returncode != 0 and "Invalid filter 'status=sleepy'" in bad.stderr
     finally:
-        berth("rm", "-f", run_id, ok_id, bad_id)
+        berth("rm", "-f", "-v", run_id, ok_id, bad_id)
 
 
 def test_inspect_and_stats_format(berth):

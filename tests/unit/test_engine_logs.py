@@ -135,6 +135,28 @@ def test_follow_reads_appends_and_rolls_until_stopped(tmp_path):
     assert got == [b"n-%02d\n" % i for i in range(6)]
 
 
+def test_follow_that_lags_several_rolls_loses_nothing_kept(tmp_path):
+    path = str(tmp_path / "c-json.log")
+    one = len(logs.encode_entry("stdout", b"n-00\n", T))
+    w = logs.JsonFileWriter(path, max_size=2 * one, max_file=4)
+    w.write("stdout", b"n-00\n", T)
+    bursts = iter([range(1, 4), range(4, 9), range(9, 13)])
+
+    def running():
+        # Between two polls the writer rolls once, twice, then past the reader's file.
+        burst = next(bursts, None)
+        if burst is None:
+            return False
+        for i in burst:
+            w.write("stdout", b"n-%02d\n" % i, T)
+        return True
+
+    got = [e.data for e in logs.read_logs(path, follow=True, running=running,
+                                          poll_interval=0)]
+    w.close()
+    assert got == [b"n-%02d\n" % i for i in range(13)]
+
+
 def test_follow_with_tail_starts_at_the_end(sample):
     got = [e.data for e in logs.read_logs(sample, follow=True, tail=1, running=lambda: False,
                                           poll_interval=0)]

@@ -226,6 +226,9 @@ def ps(ctx, argv):
                            Flag("filter", "f", kind="list"), Flag("format", kind="string")])
     filters = _ps_filters(opts["filter"])
     svc = _service(ctx)
+    for key in ("before", "since"):  # by another container's creation
+        if key in filters:
+            filters[key] = [_created(svc.get(v)) for v in filters[key]]
     show_all = opts["all"] or opts["last"] >= 0 or opts["latest"]
     records = [r for r in svc.list(all_containers=show_all) if _ps_keep(r, filters)]
     if opts["latest"]:
@@ -298,7 +301,47 @@ def _ps_match(record, key, value):
             len(value) >= 4 and record["image_id"].split(":")[-1].startswith(value))
     if key == "health":
         return health_status(record) == value
-    return True  # the other keys: accepted, not yet narrowing
+    if key == "before":
+        return _created(record) < value
+    if key == "since":
+        return _created(record) > value
+    if key == "network":
+        mode = (record.get("host_config") or {}).get("NetworkMode") or ""
+        nets = dict(record.get("networks") or {})
+        if mode in ("host", "none"):
+            nets[mode] = {"name": mode}
+        return any(value == conf.get("name") or (value and net_id.startswith(value))
+                   for net_id, conf in nets.items())
+    if key == "volume":
+        return any(value in (m.get("Name"), m.get("Source"), m.get("Destination"))
+                   for m in record.get("mounts") or ())
+    if key in ("publish", "expose"):
+        conf = record["config"] if key == "expose" else record.get("host_config") or {}
+        ports = conf.get("ExposedPorts" if key == "expose" else "PortBindings") or {}
+        return _port_match(value, ports)
+    if key == "is-task":
+        return value == "false"
+    return value in ("default", "")  # isolation: Linux has only the default
+
+
+def _created(record):
+    """The creation time as a UNIX time, for before= and since=."""
+    return output.parse_time(record.get("created", ""))
+
+
+def _port_match(value, ports):
+    """Docker's publish/expose filter: "80", "80/udp" or a range "8000-8080[/tcp]"."""
+    span, _, proto = value.partition("/")
+    low, _, high = span.partition("-")
+    try:
+        low, high = int(low), int(high or low)
+    except ValueError:
+        return False
+    for key in ports:
+        port, _, kproto = key.partition("/")
+        if port.isdigit() and low <= int(port) <= high and (kproto or "tcp") == (proto or "tcp"):
+            return True
+    return False
 
 
 def _ps_keep(record, filters):
