@@ -114,36 +114,16 @@ def test_reader_filters(sample):
     assert first.format() == b"m0\n"
 
 
-def test_follow_reads_appends_and_rolls_until_stopped(tmp_path):
+def follow_while_writing(tmp_path, max_file, bursts):
+    """What a follower reads while, before each of its polls, the "container" writes the
+    next burst of numbered lines into a log rolled every two lines."""
     path = str(tmp_path / "c-json.log")
     one = len(logs.encode_entry("stdout", b"n-00\n", T))
-    w = logs.JsonFileWriter(path, max_size=2 * one, max_file=2)
+    w = logs.JsonFileWriter(path, max_size=2 * one, max_file=max_file)
     w.write("stdout", b"n-00\n", T)
-    steps = iter(range(1, 6))
+    bursts = iter(bursts)
 
     def running():
-        # Each poll the "container" writes one more line (rolling every other one).
-        i = next(steps, None)
-        if i is None:
-            return False
-        w.write("stdout", b"n-%02d\n" % i, T)
-        return True
-
-    got = [e.data for e in logs.read_logs(path, follow=True, running=running,
-                                          poll_interval=0)]
-    w.close()
-    assert got == [b"n-%02d\n" % i for i in range(6)]
-
-
-def test_follow_that_lags_several_rolls_loses_nothing_kept(tmp_path):
-    path = str(tmp_path / "c-json.log")
-    one = len(logs.encode_entry("stdout", b"n-00\n", T))
-    w = logs.JsonFileWriter(path, max_size=2 * one, max_file=4)
-    w.write("stdout", b"n-00\n", T)
-    bursts = iter([range(1, 4), range(4, 9), range(9, 13)])
-
-    def running():
-        # Between two polls the writer rolls once, twice, then past the reader's file.
         burst = next(bursts, None)
         if burst is None:
             return False
@@ -154,6 +134,17 @@ def test_follow_that_lags_several_rolls_loses_nothing_kept(tmp_path):
     got = [e.data for e in logs.read_logs(path, follow=True, running=running,
                                           poll_interval=0)]
     w.close()
+    return got
+
+
+def test_follow_reads_appends_and_rolls_until_stopped(tmp_path):
+    got = follow_while_writing(tmp_path, 2, [[i] for i in range(1, 6)])
+    assert got == [b"n-%02d\n" % i for i in range(6)]
+
+
+def test_follow_that_lags_several_rolls_loses_nothing_kept(tmp_path):
+    # Between two polls the writer rolls once, twice, then past the reader's file.
+    got = follow_while_writing(tmp_path, 4, [range(1, 4), range(4, 9), range(9, 13)])
     assert got == [b"n-%02d\n" % i for i in range(13)]
 
 
