@@ -64,6 +64,9 @@ class Terminal:
             if not data:
                 raise AssertionError(f"{pattern!r} not seen before EOF in {self.seen!r}")
             self.seen += data
+            if b"\x1b[6n" in data:
+                # busybox's line editor asks where the cursor is; a terminal answers.
+                self.type("\x1b[1;1R")
 
     def exit_code(self):
         """Drain the output and reap the CLI: its exit status."""
@@ -126,6 +129,37 @@ def test_exec_it_through_a_real_pty(berth):
     finally:
         term.kill()
         berth("rm", "-f", name)
+
+
+def test_detach_keys_leave_the_container_running(berth):
+    name = f"{P}-dk"
+    # A plain read loop: busybox sh's line editor would wait for a terminal's answers.
+    loop = 'echo ready; while read l; do [ "$l" = quit ] && exit 6; echo "got $l"; done'
+    term = Terminal(berth, "run", "-it", "--name", name, IMAGE, "sh", "-c", loop)
+    try:
+        term.read_until(rb"ready")
+        term.type("one\r")
+        term.read_until(rb"got one\r?\n")
+        term.type("\x10\x11")  # ctrl-p ctrl-q
+        assert term.exit_code() == 0
+        assert berth("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
+    finally:
+        term.kill()
+    # attach again, with keys of our own this time; the loop goes on where we left it.
+    term = Terminal(berth, "attach", "--detach-keys", "ctrl-x,a", name)
+    try:
+        term.type("two\r")
+        term.read_until(rb"got two\r?\n")
+        term.type("\x18a")
+        assert term.exit_code() == 0
+        term = Terminal(berth, "attach", name)
+        term.type("quit\r")
+        assert term.exit_code() == 6
+    finally:
+        term.kill()
+        berth("rm", "-f", name)
+    bad = berth("attach", "--detach-keys", "ctrl-", name, check=False)
+    assert bad.returncode != 0
 
 
 def test_start_attach_interactive(berth):

@@ -202,7 +202,7 @@ def test_log_rotation(berth):
     name = f"rot{PID}"
     # 2000 lines of ~100 bytes, about 250 kB of json-file records: several 10k files.
     script = ('i=0; while [ $i -lt 2000 ]; do '
-              'echo "line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; '
+              'echo "line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; '
               'i=$((i+1)); done')
     cid = berth("run", "-d", "--name", name, "--log-opt", "max-size=10k",
                 "--log-opt", "max-file=3", IMAGE, "sh", "-c", script).stdout.strip()
@@ -288,7 +288,8 @@ def test_attach_streams(berth):
     (["--mount", "type=tmpfs,target=/x,tmpfs-size=big"], "invalid"),
     (["--restart", "sometimes"], "invalid restart policy"),
     (["--restart", "on-failure:x"], "maximum retry count must be an integer"),
-    (["--rm", "--restart", "always"], "conflicting options: cannot specify both --restart and --rm"),
+    (["--rm", "--restart", "always"],
+     "conflicting options: cannot specify both --restart and --rm"),
     (["--pids-limit", "x"], "invalid argument \"x\" for \"--pids-limit\" flag"),
     (["--cap-add", "NOT_A_CAP"], "unknown capability: \"CAP_NOT_A_CAP\""),
 ])

@@ -60,7 +60,10 @@ def run(ctx, argv):
         stdin = sys.stdin if opts.interactive and "stdin" in streams else None
         out = sys.stdout.buffer if "stdout" in streams else None
         err = sys.stderr.buffer if "stderr" in streams else None
-        code = _attach_with_terminal(svc, cid, stdin, out, err, opts.tty)
+        code = _attach_with_terminal(svc, cid, stdin, out, err, opts.tty,
+                                     keys=opts.detach_keys)
+        if code == "detached":
+            return 0  # it runs on, as after `run -d` (and --rm removes it when it exits)
         code = svc.wait(cid) if code is None else code
     except BerthError as err:
         ctx.stderr.write(f"berth: {err}\n")
@@ -76,10 +79,27 @@ run.error_exit = 125
 run.usage_exit = 125
 
 
-def _attach_with_terminal(svc, cid, stdin, stdout, stderr, tty, start=True):
+def detach_keys(text):
+    """Docker's --detach-keys: "ctrl-p,ctrl-q" (the default), "a,ctrl-@", ... as bytes."""
+    keys = bytearray()
+    for part in (text or "ctrl-p,ctrl-q").split(","):
+        low = part.lower()
+        if len(part) == 1:
+            keys.append(ord(part))
+        elif low.startswith("ctrl-") and len(low) == 6 and (
+                "a" <= low[5] <= "z" or low[5] in "@[\\]^_"):
+            keys.append(ord(low[5].upper()) - 64)
+        else:
+            raise InvalidArgument(f"Invalid detach keys ({text}) provided")
+    return bytes(keys)
+
+
+def _attach_with_terminal(svc, cid, stdin, stdout, stderr, tty, start=True, keys=""):
     """Attach; on a tty container with our stdin a terminal, in raw mode, the container's
-    terminal sized as ours and resized with it (SIGWINCH)."""
+    terminal sized as ours and resized with it (SIGWINCH), the detach keys (``keys``, or
+    ctrl-p ctrl-q) ending the session: returns monitor.DETACHED then."""
     if tty and stdin is not None and os.isatty(0):
+        escape = detach_keys(keys)
         import signal
         import termios
         import tty as ttymod
@@ -99,11 +119,11 @@ def _attach_with_terminal(svc, cid, stdin, stdout, stderr, tty, start=True):
                 except BerthError:
                     pass
         saved = termios.tcgetattr(0)
-        ttymod.setraw(0)
+        ttymod.setraw(0, termios.TCSANOW)  # keeps what was typed ahead (TCSAFLUSH drops it)
         previous = signal.signal(signal.SIGWINCH, winch)
         try:
             return svc.attach(cid, stdin=stdin, stdout=stdout, stderr=stderr, start=start,
-                              size=size())
+                              size=size(), detach_keys=escape)
         finally:
             signal.signal(signal.SIGWINCH, previous)
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
@@ -147,8 +167,10 @@ def start(ctx, argv):
             if opts["attach"]:
                 record = svc.start(name, detached=False)
                 stdin = sys.stdin if opts["interactive"] else None
-                return _attach_with_terminal(svc, name, stdin, sys.stdout.buffer,
-                                             sys.stderr.buffer, _tty(svc, record))
+                code = _attach_with_terminal(svc, name, stdin, sys.stdout.buffer,
+                                             sys.stderr.buffer, _tty(svc, record),
+                                             keys=opts["detach_keys"])
+                return 0 if code == "detached" else code
             svc.start(name)
             ctx.out(name)
         except BerthError as err:
@@ -543,8 +565,9 @@ def attach(ctx, argv):
         raise UsageError('"attach" requires exactly 1 argument.')
     stdin = None if opts["no_stdin"] else sys.stdin
     svc = _service(ctx)
-    return _attach_with_terminal(svc, args[0], stdin, sys.stdout.buffer, sys.stderr.buffer,
-                                 _tty(svc, args[0]), start=False)
+    code = _attach_with_terminal(svc, args[0], stdin, sys.stdout.buffer, sys.stderr.buffer,
+                                 _tty(svc, args[0]), start=False, keys=opts["detach_keys"])
+    return 0 if code == "detached" else code
 
 
 def _tty(svc, record_or_name):

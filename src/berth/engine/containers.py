@@ -453,9 +453,10 @@ class ContainerService:
         return self.networks.reconcile(alive)
 
     def attach(self, id_or_name, stdin=None, stdout=None, stderr=None, start=False,
-               size=None):
-        """Stream the container's stdio until it exits; its exit code. ``size``: (rows,
-        cols) of the caller's terminal, given to a tty container's as it is attached."""
+               size=None, detach_keys=b""):
+        """Stream the container's stdio until it exits; its exit code, or monitor.DETACHED
+        when ``detach_keys`` were typed. ``size``: (rows, cols) of the caller's terminal,
+        given to a tty container's as it is attached."""
         record = self.get(id_or_name)
         state = record["state"]
         if not start and state.get("Paused"):
@@ -464,7 +465,7 @@ class ContainerService:
             raise Conflict("You cannot attach to a stopped container, start it first")
         sock = os.path.join(self.dir(record["id"]), "attach.sock")
         return mon.attach(sock, stdin=stdin, stdout=stdout, stderr=stderr, start=start,
-                          size=size)
+                          size=size, detach_keys=detach_keys)
 
     def resize(self, id_or_name, rows, cols):
         """Set the size of a tty container's terminal."""

@@ -39,9 +39,10 @@ would be the next step.
 
 Attach protocol (unix socket ``attach_socket``): the client sends one line, words among
 ``attach stdin stdout stderr close-stdin start size=ROWSxCOLS`` or ``start`` or
-``resize ROWS COLS``, then raw stdin bytes; the monitor sends frames: 8-byte header (type, 0, 0, 0, big-endian
-length) and payload; types 1 stdout, 2 stderr, 3 exit (code as text), 4 error (message),
-5 started (pid as text).
+``resize ROWS COLS``, then raw stdin bytes; the monitor sends frames: 8-byte header
+(type, 0, 0, 0, big-endian length) and payload; types 1 stdout, 2 stderr, 3 exit (code as
+text), 4 error (message), 5 started (pid as text). The client ends a session on the
+detach keys by closing its socket (`attach` returns DETACHED).
 """
 
 import os
@@ -260,12 +261,28 @@ def _created_pid(spec, said, start):
     raise SystemFailure(f"container {spec.container_id}: the monitor exited without a word")
 
 
+DETACHED = "detached"  # what attach returns when the user typed the detach keys
+
+
+def _escape(buf, keys):
+    """(bytes to send, bytes held back, detached?) for input ``buf``: the detach ``keys``
+    end the session; a part of them at the end is held until the next input decides."""
+    at = buf.find(keys)
+    if at >= 0:
+        return buf[:at], b"", True
+    for n in range(min(len(keys) - 1, len(buf)), 0, -1):
+        if buf.endswith(keys[:n]):
+            return buf[:-n], buf[-n:], False
+    return buf, b"", False
+
+
 def attach(socket_path, stdin=None, stdout=None, stderr=None, *, start=False,
-           close_stdin=True, size=None):
+           close_stdin=True, size=None, detach_keys=b""):
     """Stream the container's output to ``stdout``/``stderr`` (binary files or fds) and
     ``stdin`` (file or fd) to it until it exits; return its exit code. ``start`` starts a
     container its monitor created with start=False, once attached (no output is missed);
-    ``close_stdin`` closes the container's stdin when ``stdin`` ends (`run -i`)."""
+    ``close_stdin`` closes the container's stdin when ``stdin`` ends (`run -i`);
+    ``detach_keys`` typed on ``stdin`` end the session: DETACHED is returned."""
     import _socket
     import select
 
@@ -283,16 +300,25 @@ def attach(socket_path, stdin=None, stdout=None, stderr=None, *, start=False,
     try:
         sock.sendall((" ".join(words) + "\n").encode())
         reader = _FrameReader()
+        held = b""
         watch = [sock] + ([in_fd] if in_fd is not None else [])
         while True:
             ready, _, _ = select.select(watch, [], [])
             if in_fd in ready:
                 data = os.read(in_fd, 65536)
-                if data:
-                    sock.sendall(data)
-                else:
+                if not data:
+                    if held:
+                        sock.sendall(held)
                     watch.remove(in_fd)
                     sock.shutdown(_socket.SHUT_WR)
+                elif detach_keys:
+                    data, held, detached = _escape(held + data, detach_keys)
+                    if data:
+                        sock.sendall(data)
+                    if detached:
+                        return DETACHED
+                else:
+                    sock.sendall(data)
             if sock in ready:
                 for kind, payload in _receive(sock, reader, f"attach {socket_path}"):
                     if kind == _EXIT:
