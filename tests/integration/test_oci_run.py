@@ -7,7 +7,9 @@ The helpers here are shared by the other test_oci_* files.
 """
 import glob
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -92,6 +94,34 @@ def test_pid1_hostname_network_domainname(oci, make_bundle, container_id):
 def test_exit_status_is_the_containers(oci, make_bundle, container_id):
     proc = run_sh(oci, make_bundle, container_id, "exit 7", check=False)
     assert proc.returncode == 7, proc.stderr
+
+
+def test_signals_start_at_their_defaults(oci, make_bundle, container_id):
+    # CPython ignores SIGPIPE and SIGXFSZ, glibc's posix_spawn leaves its own real-time
+    # signals ignored in a child, and an ignored signal survives execve: none may reach
+    # the container's process (`yes | head` must end by SIGPIPE, quietly).
+    proc = run_sh(oci, make_bundle, container_id,
+                  "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1")
+    assert proc.stdout.splitlines() == ["SigBlk:\t0000000000000000",
+                                        "SigIgn:\t0000000000000000", "y"], proc.stdout
+    assert proc.stderr == ""
+
+
+def test_an_exec_that_fails_after_ready_is_reported(oci, make_bundle, container_id):
+    def mutate(config):
+        config["process"]["args"] = ["/tmp/notabinary"]
+        config["mounts"].append({"destination": "/tmp", "type": "bind",
+                                 "source": scratch, "options": ["rbind"]})
+
+    scratch = tempfile.mkdtemp(prefix="berth-exec-")
+    try:
+        with open(os.path.join(scratch, "notabinary"), "w") as f:
+            f.write("garbage\n")
+        os.chmod(os.path.join(scratch, "notabinary"), 0o755)
+        proc = oci("run", "--bundle", make_bundle(mutate=mutate), container_id, check=False)
+        one_line_error(proc, "Exec format error", "/tmp/notabinary")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ---- 2. mounts

@@ -260,7 +260,9 @@ def container_init(cfg, in_userns):
                 hooks.run(spec.hooks.start_container, cfg.state_json, "startContainer")
         else:
             _await_start(cfg, hooks)
-        ch.close()
+            ch.close()  # `create` has returned: nobody reads it now
+        # With `run` the channel stays open (close-on-exec): the runtime reads EOF once the
+        # execve succeeded, or why it failed (exec format error, ...).
         proc.execute(process, executable, pending)
     except BaseException as err:  # noqa: BLE001
         ch.fail(err)

@@ -218,8 +218,32 @@ def prepare(process, *, seccomp_filter=None):
     return seccomp_filter
 
 
+def default_signals():
+    """Every signal back to its default action and none blocked, as a process expects to
+    start: CPython ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across
+    execve (a container's `yes | head` would then see EPIPE instead of dying quietly).
+    Done before the seccomp filter is loaded, which may forbid sigaction."""
+    import _signal
+
+    for signum in range(1, _signal.NSIG):
+        if signum in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        handler = _signal.getsignal(signum)
+        if handler == _signal.SIG_DFL:
+            continue
+        try:
+            if handler is None:  # not Python's: the C library's own (32, 33) or unknown
+                linux.default_signal(signum)
+            else:
+                _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+
+
 def execute(process, executable, seccomp_filter=None):
     """execve the process; never returns on success."""
+    default_signals()
     if seccomp_filter is not None:
         seccomp_filter.load()
     env = {}

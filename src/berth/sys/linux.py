@@ -37,11 +37,13 @@ def set_libc(lib):
 if os.uname().machine == "aarch64":
     _NR = {"seccomp": 277, "pivot_root": 41, "openat2": 437, "close_range": 436, "keyctl": 219,
            "capget": 90, "capset": 91, "ioprio_set": 30, "pidfd_open": 434,
-           "pidfd_send_signal": 424, "mount_setattr": 442, "setns": 268}
+           "pidfd_send_signal": 424, "mount_setattr": 442, "setns": 268,
+           "rt_sigaction": 134}
 else:
     _NR = {"seccomp": 317, "pivot_root": 155, "openat2": 437, "close_range": 436, "keyctl": 250,
            "capget": 125, "capset": 126, "ioprio_set": 251, "pidfd_open": 434,
-           "pidfd_send_signal": 424, "mount_setattr": 442, "setns": 308}
+           "pidfd_send_signal": 424, "mount_setattr": 442, "setns": 308,
+           "rt_sigaction": 13}
 
 
 def _check(result, what, path=None):
@@ -73,6 +75,21 @@ def mount(source, target, fstype, flags=0, data=None):
 
 def umount(target, flags=0):
     _retry(lambda: LIBC.umount2(_b(target), flags), f"umount {target}", target)
+
+
+def default_signal(signum):
+    """rt_sigaction(2) straight to SIG_DFL: the C library refuses to touch its own real-time
+    signals (32, 33), which glibc's posix_spawn leaves ignored in a child, and an ignored
+    signal stays ignored across execve."""
+    act = _KernelSigaction()  # all zero: SIG_DFL, no flags, an empty mask
+    _retry(lambda: LIBC.syscall(_NR["rt_sigaction"], signum, ctypes.byref(act), None, 8),
+           f"rt_sigaction {signum}")
+
+
+class _KernelSigaction(ctypes.Structure):
+    # The kernel's struct sigaction on x86_64 and aarch64 (not the C library's).
+    _fields_ = [("handler", ctypes.c_ulong), ("flags", ctypes.c_ulong),
+                ("restorer", ctypes.c_ulong), ("mask", ctypes.c_uint64)]
 
 
 def pivot_root(new_root, put_old):
