@@ -323,6 +323,12 @@ def test_rename(berth):
 
 def test_container_prune_filters(berth):
     keep = berth("create", "--name", f"{P}-keep", IMAGE, "true").stdout.strip()
+    big = berth("run", "-d", "--name", f"{P}-big", "-l", "big=1", IMAGE, "sh", "-c",
+                "head -c 300000 /dev/zero > /blob").stdout.strip()
+    berth("wait", big)
+    out = berth("container", "prune", "-f", "--filter", "label=big").stdout
+    assert big in out
+    assert re.search(r"Total reclaimed space: 3\d\dkB\n$", out), out  # the 300 kB blob
     drop = berth("create", "--name", f"{P}-drop", "-l", "prunable=yes", IMAGE,
                  "true").stdout.strip()
     up = berth("run", "-d", "--name", f"{P}-up2", "-l", "prunable=yes", IMAGE,
@@ -341,4 +347,4 @@ def test_container_prune_filters(berth):
         bad = berth("container", "prune", "-f", "--filter", "colour=red", check=False)
         assert bad.returncode != 0 and "invalid filter 'colour'" in bad.stderr
     finally:
-        berth("rm", "-f", keep, drop, up, check=False)
+        berth("rm", "-f", keep, drop, up, big, check=False)

@@ -548,13 +548,13 @@ def rename(ctx, argv):
 
 def container_prune(ctx, argv):
     opts, _ = parse(argv, [Flag("force", "f"), Flag("filter", kind="list")])
-    removed = _service(ctx).prune(opts["filter"])
+    removed, freed = _service(ctx).prune(opts["filter"])
     if removed:
         ctx.out("Deleted Containers:")
         for cid in removed:
             ctx.out(cid)
         ctx.out("")
-    ctx.out("Total reclaimed space: 0B")
+    ctx.out(f"Total reclaimed space: {output.human_size(freed)}")
     return 0
 
 

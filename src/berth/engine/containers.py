@@ -763,8 +763,8 @@ class ContainerService:
 
     def prune(self, filters=()):
         """Remove every stopped container that ``filters`` (Docker's "until=", "label=",
-        "label!=" strings: different keys all hold, one of a key's values does) keep; the
-        ids removed."""
+        "label!=" strings: different keys all hold, one of a key's values does) keep;
+        (ids removed, bytes their own layers held)."""
         from berth.engine.logs import parse_time
 
         wanted = {}
@@ -774,7 +774,7 @@ class ContainerService:
                 raise InvalidArgument(f"invalid filter '{key}'")
             wanted.setdefault(key, []).append(value)
         until = [parse_time(v, "until") for v in wanted.get("until", ())]
-        removed = []
+        removed, freed = [], 0
         for record in self.list(all_containers=True):
             state = record["state"]
             if state.get("Running") or state.get("Restarting"):
@@ -786,9 +786,11 @@ class ContainerService:
                 continue
             if any(has_label(labels, v) for v in wanted.get("label!", ())):
                 continue
+            size = self.sizes(record)[0]
             self.remove(record["id"])
             removed.append(record["id"])
-        return removed
+            freed += size
+        return removed, freed
 
     def sizes(self, record):
         """(SizeRw, SizeRootFs): the bytes of the container's own layer, and with its
