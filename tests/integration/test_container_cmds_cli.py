@@ -195,7 +195,15 @@ def test_exec_flags(berth):
         bad = berth("exec", "-u", "nosuchuser", name, "true", check=False)
         assert bad.returncode != 0 and "nosuchuser" in bad.stderr
         missing = berth("exec", name, "no-such-cmd", check=False)
-        assert missing.returncode != 0 and "executable file not found" in missing.stderr
+        assert missing.returncode == 127 and "executable file not found" in missing.stderr
+        missing = berth("exec", "-w", "/bin", name, "./nope", check=False)
+        assert missing.returncode == 127 and "no such file or directory" in missing.stderr
+        assert berth("exec", "-w", "/bin", name, "./true").returncode == 0
+        assert berth("exec", "-e", "PATH=/nowhere", name, "true", check=False).returncode == 127
+        cannot = berth("exec", name, "/etc", check=False)
+        assert cannot.returncode == 126 and "permission denied" in cannot.stderr
+        nobody = berth("exec", f"{name}-not-there", "true", check=False)
+        assert nobody.returncode == 1 and "No such container" in nobody.stderr
     finally:
         berth("rm", "-f", name)
 

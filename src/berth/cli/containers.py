@@ -503,9 +503,17 @@ def exec_(ctx, argv):
                               Flag("detach-keys", kind="string")], interspersed=False)
     if len(args) < 2:
         raise UsageError('"exec" requires at least 2 arguments.')
-    argv = _service(ctx).exec_argv(args[0], args[1:], tty=opts["tty"], env=opts["env"],
-                                    user=opts["user"], workdir=opts["workdir"],
-                                    privileged=opts["privileged"], detach=opts["detach"])
+    try:
+        argv = _service(ctx).exec_argv(args[0], args[1:], tty=opts["tty"], env=opts["env"],
+                                        user=opts["user"], workdir=opts["workdir"],
+                                        privileged=opts["privileged"], detach=opts["detach"])
+    except BerthError as err:
+        code = _exit_code_for(err)
+        if code == 125:  # not the command's fault: Docker's CLI exits 1
+            ctx.stderr.write(f"Error response from daemon: {err}\n")
+            return 1
+        ctx.stderr.write(f"OCI runtime exec failed: {err}: unknown\n")
+        return code
     import subprocess
     stdin = None if opts["interactive"] else subprocess.DEVNULL
     code = subprocess.run(argv, stdin=stdin).returncode

@@ -686,6 +686,7 @@ class ContainerService:
         if record["state"].get("Paused"):
             raise Conflict(f"Container {record['id']} is paused, unpause the container "
                            f"before exec")
+        _find_command(record, command[0], env, workdir)
         argv = self._runtime_argv(record) + ["exec"]
         self.event(record, "exec_create: " + " ".join(command))
         self.event(record, "exec_start: " + " ".join(command))
@@ -874,6 +875,56 @@ def crash_point(name):
     (SIGKILL) there, in the middle of an operation."""
     if os.environ.get("BERTH_CRASH_AT") == name:
         os.kill(os.getpid(), 9)
+
+
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _find_command(record, name, env, workdir):
+    """Look ``name`` up in the running container as its exec will (PATH from the
+    container's and the exec's environment, a path from the working directory), so that a
+    missing command is refused in Docker's words, which `berth exec` turns into 127 (126
+    for one that is not an executable file). Anything unclear is left to the runtime."""
+    import stat
+
+    from berth.engine import fstree
+    from berth.errors import BerthError
+
+    try:
+        root = os.open(f"/proc/{int(record['state'].get('Pid') or 0)}/root",
+                       os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (OSError, ValueError):
+        return
+    try:
+        if "/" in name:
+            base = workdir or record["config"].get("WorkingDir") or "/"
+            candidates = [name if name.startswith("/") else base.rstrip("/") + "/" + name]
+        else:
+            path = _DEFAULT_PATH
+            for item in list(record["config"].get("Env") or []) + list(env):
+                if item.startswith("PATH="):
+                    path = item[5:]
+            candidates = [d.rstrip("/") + "/" + name for d in path.split(":") if d]
+        for candidate in candidates:
+            try:
+                fd = fstree.open_in_root(root, candidate)
+            except NotFound:
+                continue
+            except BerthError:
+                return
+            try:
+                mode = os.fstat(fd).st_mode
+            finally:
+                os.close(fd)
+            if stat.S_ISREG(mode) and mode & 0o111:
+                return
+            if "/" in name:
+                raise Conflict(f'exec failed: exec: "{name}": permission denied')
+    finally:
+        os.close(root)
+    if "/" in name:
+        raise NotFound(f'exec failed: exec: "{name}": stat {name}: no such file or directory')
+    raise NotFound(f'exec failed: exec: "{name}": executable file not found in $PATH')
 
 
 def has_label(labels, spec):
