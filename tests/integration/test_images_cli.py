@@ -340,6 +340,15 @@ def test_kill_during_pull_leaves_a_clean_store_and_the_next_pull_completes(berth
     berth("pull", f"{registry.domain}/kill/img:1")
     assert berth("images", "--no-trunc", "-q").stdout.split() == [image_id]
     assert berth("system", "check").returncode == 0
+    # The killed pulls' staging directories and leases went with the next pull.
+    staging = os.path.join(berth.root, "snapshots", "staging")
+    assert not os.path.isdir(staging) or os.listdir(staging) == []
+    from berth.metadata.db import Metadata
+    meta = Metadata(berth.root)
+    try:
+        assert meta.list_leases() == []
+    finally:
+        meta.close()
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,11 @@ def pull(svc, ref_text, platform=None, progress=None, client=None):
     ref = reference.parse(ref_text)
     client = client or _client(ref)
     lease = f"pull-{uuid.uuid4().hex}"
+    reap_dead_pulls(svc)
+    # The pull's staging directory, locked while it runs: a pull killed with -9 leaves it
+    # and its lease unlocked, and the next pull (or prune) takes both away.
+    staging = _staging_dir(svc.root, lease)
+    held = _hold(staging)
     svc.meta.add_lease(lease)
     try:
         progress.message(f"{ref.tag or ref.digest}: Pulling from {ref.path}")
@@ -78,6 +83,51 @@ def pull(svc, ref_text, platform=None, progress=None, client=None):
         return image
     finally:
         svc.meta.remove_lease(lease)
+        shutil.rmtree(staging, ignore_errors=True)
+        os.close(held)
+
+
+def _hold(path):
+    """An fd holding an exclusive flock on the directory ``path``."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def reap_dead_pulls(svc):
+    """Remove what pulls killed midway left: their staging directories (layers unpacked
+    but not committed) and their leases (which would keep their blobs from GC forever).
+    A running pull holds a flock on its directory; an unlocked one is dead. Returns the
+    lease ids removed."""
+    import fcntl
+
+    base = os.path.join(svc.root, "snapshots", "staging")
+    try:
+        names = os.listdir(base)
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a pull at work
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            if name.startswith("pull-"):
+                svc.meta.remove_lease(name)
+            removed.append(name)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _fetch_small(svc, client, repo, desc, lease):
@@ -105,7 +155,7 @@ def _unpack_all(svc, client, repo, layers, diff_ids, lease, progress):
     if not todo:
         return True
     independent = getattr(snap, "independent_layers", False)
-    staging = _staging_dir(svc.root, lease)
+    staging = os.path.join(svc.root, "snapshots", "staging", lease)
     errors = []
     staged = {}
     try:
@@ -129,7 +179,8 @@ def _unpack_all(svc, client, repo, layers, diff_ids, lease, progress):
             for i in todo:
                 _unpack_in_place(svc, snap, chains, i, layers[i], diff_ids[i], progress)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for name in os.listdir(staging):  # the directory itself goes when the pull ends
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
     return False
 
 

@@ -282,6 +282,9 @@ class ImageService:
             snap = self.snapshotter()
         except Exception:  # noqa: BLE001 - content GC works without snapshots
             snap = None
+        from berth.images.pull import reap_dead_pulls
+
+        reap_dead_pulls(self)  # their leases would keep blobs from the collection
         return gc.collect(self.content, self.meta, snap)
 
     # ------------------------------------------------------------ views
