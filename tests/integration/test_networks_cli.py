@@ -314,3 +314,31 @@ def test_veth_goes_with_the_namespace_and_a_restart_reuses_its_name(berth):
     finally:
         berth("rm", "-f", name, check=False)
     assert _leftovers(berth) == []
+
+
+def test_reconcile_keeps_the_network_of_a_container_about_to_start(berth):
+    # `run` in the foreground: the container reads as created, unlocked, until its attach
+    # starts it. Another command's reconcile in that window must not take its network.
+    import io
+
+    from berth.cli.main import Context
+    from berth.cli.containers import _service
+    from berth.engine.runopts import parse_run_flags
+
+    ctx = Context(berth.root)
+    svc = _service(ctx)
+    opts, image, command = parse_run_flags(["--rm", IMAGE, "sh", "-c",
+                                            "ip -4 -o addr show eth0"])
+    cid = svc.create(opts, image, command)["id"]
+    try:
+        svc.start(cid, detached=False)
+        leases = svc.networks.ipam.leases()
+        svc.reconcile()
+        assert svc.networks.ipam.leases() == leases
+        out = io.BytesIO()
+        assert svc.attach(cid, stdout=out, stderr=out, start=True) == 0
+        ip = [lease[1] for lease in leases if lease[2] == cid][0]
+        assert f"inet {ip}/" in out.getvalue().decode()
+    finally:
+        svc.remove(cid, force=True)
+        ctx.images().close()

@@ -445,6 +445,11 @@ class ContainerService:
                 return False
             if record["state"].get("Running") or record["state"].get("Restarting"):
                 return True
+            # A container `run` is about to attach to reads as created until its monitor
+            # starts it, with no lock held: a live monitor means its network is in use.
+            from berth.engine.reconcile import monitor_alive
+            if monitor_alive(mon.read_state(os.path.join(self.dir(cid), "monitor.json"))):
+                return True
             try:
                 with self.store.lock(cid, wait=False):
                     return False
