@@ -351,6 +351,7 @@ class ContainerService:
         src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
         spec.exit_hook = [mon.PYTHON, "-IS", "-c", _EXIT_HOOK % (src, self.root,
                                                                   record["id"], token)]
+        spec.exit_call = ["berth.engine.networks", "exit_hook", self.root, record["id"], token]
         return token
 
     def _write_etc(self, record):
