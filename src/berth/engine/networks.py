@@ -397,8 +397,12 @@ class NetworkService:
                              "WHERE container_id = ?", (cid,))
         if token is not None and any(r["token"] != token for r in rows):
             return  # a newer start owns the container's network now
-        nets = {n.id: n for n in self._all()}
         path = self.netns_path(cid)
+        if not rows:  # taken down already (the exit hook, then rm): only a leftover file
+            if token is None or netns.exists(path):
+                netns.remove(path)
+            return
+        nets = {n.id: n for n in self._all()}
         # Unmounting the namespace file ends the namespace, and its veth pairs with it,
         # unless a `--network container:` sharer holds it: then delete them now.
         dying = bool(rows) and netns.exists(path) and not self._sharers(cid, path)
