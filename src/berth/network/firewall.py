@@ -124,16 +124,25 @@ def render(table, bridges, ports):
     return head + "\n".join(lines) + "\n"
 
 
-_APPLIED = "/run/berth-nft-{}.rules"  # tmpfs: a reboot (which empties nftables) clears it
+# What was last applied to a table, for this boot: a reboot empties nftables, and /run is not
+# a tmpfs everywhere (it is a disk on this machine), so the boot id is in the name.
+_APPLIED = "/run/berth-nft-{}-{}.rules"
+
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 def apply(text, table=None):
     """Replace the table by ``text``. With ``table`` given, nothing is done when ``text`` is
-    what was last applied to it (kept in /run): loading libnftables costs ~11 ms and most
-    container starts and stops leave the rules as they were. Called with the host lock."""
-    from berth.sys import nft
-
-    record = _APPLIED.format(table) if table else None
+    what was last applied to it in this boot (kept in /run): loading libnftables costs
+    ~11 ms and most container starts and stops leave the rules as they were. Called with
+    the host lock."""
+    record = _APPLIED.format(table, _boot_id()) if table else None
     if record:
         try:
             with open(record) as f:
@@ -145,13 +154,26 @@ def apply(text, table=None):
             os.unlink(record)  # rules being changed: unknown until the new ones are in
         except FileNotFoundError:
             pass
+    from berth.sys import nft
+
     try:
         nft.run(text)
     except OSError as err:
         raise SystemFailure(f"apply firewall rules: {err.strerror}") from None
     if record:
-        from berth.network._files import write_atomic
-        write_atomic(record, text.encode())
+        # The table's records of earlier boots go; a deleted table (no chain left) keeps
+        # none, so removed roots leave nothing in /run.
+        base = os.path.dirname(record)
+        stale = os.path.basename(_APPLIED.format(table, ""))
+        for name in os.listdir(base):
+            if name.startswith(stale[:-len(".rules")]) and os.path.join(base, name) != record:
+                try:
+                    os.unlink(os.path.join(base, name))
+                except FileNotFoundError:
+                    pass
+        if "chain" in text:
+            from berth.network._files import write_atomic
+            write_atomic(record, text.encode())
 
 
 def exists(table):
