@@ -325,10 +325,11 @@ class NetworkService:
         with host_lock():
             net = self._ready(net)
             ports = self._bind_ports(ports)
-            ip = self.ipam.lease(net, cid, conf.get("ip") or None) if net.subnet else None
-            ep = Endpoint(cid, net.id, ifname, ip, None, None, conf.get("mac") or None,
-                          tuple(conf.get("aliases") or ()))
-            self._save(ep, ports, token, record)
+            with self.md.transaction():  # the lease and the endpoint: one commit
+                ip = self.ipam.lease(net, cid, conf.get("ip") or None) if net.subnet else None
+                ep = Endpoint(cid, net.id, ifname, ip, None, None, conf.get("mac") or None,
+                              tuple(conf.get("aliases") or ()))
+                self._save(ep, ports, token, record)
             try:
                 ep = self.driver(net).attach(net, self.netns_path(cid), ep, ports)
             except BaseException:
@@ -407,12 +408,14 @@ class NetworkService:
         # unless a `--network container:` sharer holds it: then delete them now.
         dying = bool(rows) and netns.exists(path) and not self._sharers(cid, path)
         errors = []
+        with self.md.transaction():  # every endpoint and lease of the container: one commit
+            for row in rows:
+                self.md.execute("DELETE FROM net_endpoints WHERE container_id = ? AND "
+                                "network_id = ?", (cid, row["network_id"]))
+                self.ipam.release(row["network_id"], cid)
         for row in rows:
             ep = json.loads(row["record"])
             net = nets.get(row["network_id"])
-            self.md.execute("DELETE FROM net_endpoints WHERE container_id = ? AND "
-                            "network_id = ?", (cid, row["network_id"]))
-            self.ipam.release(row["network_id"], cid)
             if net is None:
                 continue
             try:
