@@ -173,6 +173,10 @@ def test_start_attach_interactive(berth):
     berth("create", "--name", name, IMAGE, "sh", "-c", "echo out; echo err >&2; exit 2")
     out = berth("start", "-a", name, check=False)
     assert (out.returncode, out.stdout, out.stderr) == (2, "out\n", "err\n")
+    # Several containers cannot share one terminal: refused before anything starts.
+    two = berth("start", "-a", name, name, check=False)
+    assert (two.returncode, two.stderr) == (
+        1, "you cannot start and attach multiple containers at once\n")
     berth("rm", name)
 
 

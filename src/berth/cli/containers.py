@@ -160,6 +160,9 @@ def start(ctx, argv):
     opts, args = parse(argv, [Flag("attach", "a"), Flag("interactive", "i"),
                               Flag("detach-keys", kind="string")])
     _need(args, 1, "start")
+    if (opts["attach"] or opts["interactive"]) and len(args) > 1:
+        ctx.stderr.write("you cannot start and attach multiple containers at once\n")
+        return 1
     svc = _service(ctx)
     code = 0
     for name in args:
