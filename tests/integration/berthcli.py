@@ -3,7 +3,8 @@
 ``Berth(root)("run", ...)`` runs ``python3 -m berth.cli --root ROOT ...`` and raises on a
 non-zero exit unless check=False. ``berth_with_busybox`` makes a root holding the local
 busybox rootfs imported as IMAGE, yields its Berth, and afterwards removes every container
-and checks that no mount below the root is left. ``wait_for(predicate)`` polls.
+and checks that no mount below the root is left. ``wait_for(predicate)`` polls; ``until`` polls
+or fails.
 """
 
 import os
@@ -43,6 +44,15 @@ def wait_for(predicate, timeout=30):
             return value
         time.sleep(0.1)
     return predicate()
+
+
+def until(what, check, deadline=60):
+    """Poll ``check`` until it returns something true and return it; fail naming ``what``
+    after ``deadline`` seconds."""
+    value = wait_for(check, timeout=deadline)
+    if not value:
+        raise AssertionError(f"gave up waiting for {what}")
+    return value
 
 
 def berth_with_busybox(busybox_rootfs, tmp_path_factory, changes=('CMD ["sh"]',)):

@@ -8,11 +8,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, berth_with_busybox, until
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
                                 reason="berth-oci is not installed (make install-bin)")
@@ -44,17 +43,6 @@ def consistent(berth):
     base = os.path.join(berth.root, "containers")
     ids = set(berth("ps", "-aq", "--no-trunc").stdout.split())
     assert {d for d in os.listdir(base) if len(d) == 64} <= ids
-
-
-def until(what, check, deadline=60):
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_kill_9_in_create_leaves_nothing(berth):

@@ -6,11 +6,10 @@ import io
 import json
 import os
 import tarfile
-import time
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, berth_with_busybox, until
 
 pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
                                 reason="berth-oci is not installed (make install-bin)")
@@ -26,17 +25,6 @@ def berth(busybox_rootfs, tmp_path_factory):
 def health(berth, name):
     out = berth("inspect", "--format", "{{json .State.Health}}", name).stdout.strip()
     return json.loads(out) if out not in ("", "null", "<no value>") else None
-
-
-def until(what, check, deadline=60):
-    end = time.monotonic() + deadline
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_healthy_then_unhealthy_in_ps_inspect_filters_and_events(berth):
