@@ -453,3 +453,24 @@ def _pids_with_open(path):
         except OSError:
             continue
     return out
+
+
+@pytest.mark.parametrize("served", ["exec'd", "zygote"])
+def test_exit_call_runs_once_the_container_is_gone(env, served):
+    # An exec'd monitor makes the call in an interpreter of its own, a zygote's in process.
+    marker = os.path.join(env.root, f"hook-{served[0]}")
+    spec = env.spec(["true"])
+    spec.exit_call = ["os", "mkdir", marker]
+    sock = os.path.join(env.root, "zygote.sock") if served == "zygote" else None
+    monitor.spawn_monitor(spec, zygote=sock)
+    assert wait_done(spec)["ExitCode"] == 0
+    assert wait_for_path(marker)
+    for pid in _pids_with_open(os.path.join(env.root, "zygote.sock.lock")):
+        os.kill(pid, 9)
+
+
+def wait_for_path(path, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return os.path.exists(path)

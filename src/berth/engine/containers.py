@@ -340,7 +340,6 @@ class ContainerService:
             return None
         if not record.get("networks"):
             return None
-        import berth
         self.reconcile()
         token = self.networks.setup(record)
         try:
@@ -348,9 +347,6 @@ class ContainerService:
         except BaseException:
             self.networks.teardown(record["id"])
             raise
-        src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
-        spec.exit_hook = [mon.PYTHON, "-IS", "-c", _EXIT_HOOK % (src, self.root,
-                                                                  record["id"], token)]
         spec.exit_call = ["berth.engine.networks", "exit_hook", self.root, record["id"], token]
         return token
 
@@ -846,10 +842,6 @@ class ContainerService:
         record = self.get(id_or_name)
         running = (lambda: self.get(record["id"])["state"].get("Running"))
         return read_logs(record["log_path"], running=running, **kw)
-
-
-_EXIT_HOOK = ("import sys;sys.path.insert(0,%r);"
-              "from berth.engine.networks import exit_hook;exit_hook(%r,%r,%r)")
 
 
 def _run_runtime(argv, timeout):

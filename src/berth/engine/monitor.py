@@ -53,6 +53,7 @@ PYTHON = "/usr/bin/python3"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _BOOT = ("import sys;sys.path.insert(0,%r);"
          "from berth.engine.monitor import _main;_main(%d,%d)")
+_CALL = "import sys;sys.path.insert(0,%r);from %s import %s as call;call(*%r)"
 
 _STDOUT, _STDERR, _EXIT, _ERROR, _STARTED = 1, 2, 3, 4, 5
 _RESTART_MIN_NS = 100_000_000
@@ -66,14 +67,13 @@ class MonitorSpec:
     FIELDS = ("container_id", "bundle", "runtime", "rootfs_mounts", "log_path",
               "log_max_size", "log_max_file", "tty", "stdin_open", "restart_policy",
               "state_path", "attach_socket", "healthcheck", "health_on_failure",
-              "stop_signal", "stop_timeout", "events_path", "event_attrs", "exit_hook",
-              "exit_call")
+              "stop_signal", "stop_timeout", "events_path", "event_attrs", "exit_call")
 
     def __init__(self, container_id, bundle, runtime, rootfs_mounts=(), log_path="",
                  log_max_size=0, log_max_file=1, tty=False, stdin_open=False,
                  restart_policy=None, state_path="", attach_socket="", healthcheck=None,
                  health_on_failure="none", stop_signal="SIGTERM", stop_timeout=10,
-                 events_path="", event_attrs=None, exit_hook=(), exit_call=()):
+                 events_path="", event_attrs=None, exit_call=()):
         home = os.path.dirname(os.path.abspath(bundle))
         self.container_id = container_id
         self.bundle = os.path.abspath(bundle)
@@ -93,12 +93,10 @@ class MonitorSpec:
         self.stop_timeout = 10 if stop_timeout is None else int(stop_timeout)
         self.events_path = events_path
         self.event_attrs = dict(event_attrs or {})
-        # A command run once the container is gone for good (the engine's network
-        # teardown); its failure is not the container's.
-        self.exit_hook = list(exit_hook or ())
-        # The same hook as a call (module, function, arguments...): a monitor that is a
-        # thread of the zygote makes it in process instead of exec'ing an interpreter for it
-        # (~30 ms that a `run --rm` waits for).
+        # A call made once the container is gone for good (the engine's network teardown),
+        # as [module, function, arguments...]; its failure is not the container's. A
+        # monitor that is a thread of the zygote makes it in process; an exec'd one runs it
+        # in an interpreter of its own (~30 ms that a `run --rm` would wait for).
         self.exit_call = list(exit_call or ())
 
     def to_json(self):
@@ -639,19 +637,23 @@ class _Monitor:
         _thread.start_new_thread(run, ())
 
     def _run_exit_hook(self):
-        if self.threaded and self.spec.exit_call:
-            module, function, *args = self.spec.exit_call
+        if not self.spec.exit_call:
+            return
+        module, function, *args = self.spec.exit_call
+        if self.threaded:
             try:
                 getattr(__import__(module, fromlist=[function]), function)(*args)
                 return
-            except Exception:  # noqa: BLE001 - the exec'd hook below tries again
+            except Exception:  # noqa: BLE001 - an interpreter of its own tries again
                 pass
-        if not self.spec.exit_hook:
-            return
+        import berth
+
+        src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
+        argv = [PYTHON, "-IS", "-c", _CALL % (src, module, function, args)]
         try:
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             try:
-                pid = os.posix_spawn(self.spec.exit_hook[0], self.spec.exit_hook, self.env,
+                pid = os.posix_spawn(argv[0], argv, self.env,
                                      file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
                                                    (os.POSIX_SPAWN_DUP2, null, 1),
                                                    (os.POSIX_SPAWN_DUP2, null, 2)])

@@ -7,7 +7,7 @@ MAC, aliases, published ports, and the token of the start that made it). Leases 
 
 A container on bridge networks gets a namespace file ``<root>/netns/<id>`` when it starts
 (the OCI spec joins it by path), one endpoint per network (eth0, eth1, ... in order), and
-loses them all when it stops: its monitor runs ``_exit_hook`` when the container is gone
+loses them all when it stops: its monitor calls ``exit_hook`` when the container is gone
 for good, and stop/rm tear down too (idempotent). ``reconcile`` removes the endpoints of
 containers that no longer run (after a kill -9 of anything).
 """
