@@ -448,25 +448,7 @@ def _main(spec_fd, status_fd):
             break
         chunks.append(chunk)
     os.close(spec_fd)
-    _run_monitor(b"".join(chunks), status_fd, detach=True)
-
-
-def serve_thread(payload, status_fd):
-    """Entry of a monitor that runs as a thread of the zygote (berth.engine.zygote): serve
-    ``payload``, then return (the process goes on for its other monitors)."""
-    _run_monitor(payload, status_fd, detach=False, threaded=True)
-
-
-# Children some monitor thread waits for by pid (runtime calls, inits): the zygote's reaper
-# of stray processes leaves them alone (a set's add and discard are atomic under the GIL).
-OWNED = set()
-
-
-def _run_monitor(payload, status_fd, detach, threaded=False):
     os.set_inheritable(status_fd, False)  # neither the runtime nor the init may hold it
-    if threaded:
-        _serve_monitor(payload, status_fd, threaded)
-        return
     keep = {0, 1, 2, status_fd}
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -475,14 +457,26 @@ def _run_monitor(payload, status_fd, detach, threaded=False):
                 os.close(fd)
             except OSError:
                 pass
-    if detach and os.fork():
+    if os.fork():
         os._exit(0)  # the spawner reaps this one; the monitor is nobody's child now
     os.chdir("/")
     import gc
 
     gc.collect()
     gc.freeze()  # what is loaded now stays: the collector need not walk it again
-    os._exit(_serve_monitor(payload, status_fd, False))
+    os._exit(_serve_monitor(b"".join(chunks), status_fd, False))
+
+
+def serve_thread(payload, status_fd):
+    """Entry of a monitor that runs as a thread of the zygote (berth.engine.zygote): serve
+    ``payload``, then return (the process goes on for its other monitors)."""
+    os.set_inheritable(status_fd, False)  # neither the runtime nor the init may hold it
+    _serve_monitor(payload, status_fd, True)
+
+
+# Children some monitor thread waits for by pid (runtime calls, inits): the zygote's reaper
+# of stray processes leaves them alone (a set's add and discard are atomic under the GIL).
+OWNED = set()
 
 
 def _serve_monitor(payload, status_fd, threaded):

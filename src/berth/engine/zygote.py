@@ -182,7 +182,7 @@ def _main(path, ready_fd):
         idle_ms = 0
         conn, _ = listener.accept()
         try:
-            if not _serve(conn, watched, monitor, threading):
+            if not _serve(conn, watched, monitor):
                 listener = _stop_listening(listener, poller, path, identity, lock)
                 lock = -1
         except (OSError, ValueError):
@@ -205,9 +205,10 @@ def _stop_listening(listener, poller, path, identity, lock):
     return None
 
 
-def _serve(conn, watched, monitor, threading):
+def _serve(conn, watched, monitor):
     """One request; False when this zygote is stale and must stop listening."""
     import socket
+    import threading
 
     from berth.spec import jsonio
 
