@@ -2,7 +2,6 @@
 login, logout, image prune, system check, system prune. Parsing and printing only; the
 work is berth.images.service's."""
 
-import json
 import sys
 
 from berth.cli import output
@@ -142,15 +141,9 @@ def _matches_repo(pattern, repo, tag):
 
 
 def _filters(filters):
-    out = {}
-    for f in filters:
-        key, sep, value = f.partition("=")
-        if not sep:
-            raise UsageError("bad format of filter (expected name=value)")
-        if key not in ("dangling", "label", "before", "since", "reference"):
-            raise UsageError(f"invalid filter '{key}'")
-        out.setdefault(key, []).append(value)
-    return out
+    from berth.cli.args import filters as parse_filters
+
+    return parse_filters(filters, ("dangling", "label", "before", "since", "reference"))
 
 
 def _keep(wanted, image, repo, tag, labels, created):
@@ -200,13 +193,7 @@ def inspect(ctx, argv):
             failed = True
         else:
             results.append(found)
-    if opts["format"]:
-        try:
-            ctx.out(output.render(opts["format"], results))
-        except output.TemplateError as err:
-            raise UsageError(str(err)) from None
-    else:
-        ctx.out(json.dumps(results, indent=4))
+    output.print_inspected(ctx, opts["format"], results)
     return 1 if failed else 0
 
 

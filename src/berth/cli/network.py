@@ -1,9 +1,10 @@
 """`berth network create|ls|inspect|rm|prune|connect|disconnect` and `berth port`: parsing
 and printing; the work is berth.engine.networks' (through the container service)."""
 
-import json
 
 from berth.cli import output
+from berth.cli.args import filters as args_filters
+from berth.cli.args import key_values
 from berth.errors import BerthError
 from berth.flags import Flag, UsageError, parse
 
@@ -12,17 +13,6 @@ def _containers(ctx):
     from berth.cli.containers import _service
 
     return _service(ctx)
-
-
-def _kv(items, flag):
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq and flag == "opt":
-            raise UsageError(f'invalid argument "{item}" for "-o, --opt" flag: invalid key '
-                             f"value pair format")
-        out[key] = value
-    return out
 
 
 def _fail(ctx, err):
@@ -50,8 +40,8 @@ def create(ctx, argv):
         rec = svc.networks.create(
             args[0], driver=opts["driver"], subnet=(opts["subnet"] or [""])[0],
             gateway=(opts["gateway"] or [""])[0], ip_range=(opts["ip_range"] or [""])[0],
-            internal=opts["internal"], labels=_kv(opts["label"], "label"),
-            options=_kv(opts["opt"], "opt"))
+            internal=opts["internal"], labels=key_values(opts["label"], "label"),
+            options=key_values(opts["opt"], "opt"))
     except BerthError as err:
         return _fail(ctx, err)
     ctx.out(rec.id)
@@ -65,12 +55,7 @@ def ls(ctx, argv):
         raise UsageError('"network ls" accepts no arguments.')
     svc = _containers(ctx)
     svc.reconcile()
-    filters = {}
-    for item in opts["filter"]:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UsageError("bad format of filter (expected name=value)")
-        filters.setdefault(key, []).append(value)
+    filters = args_filters(opts["filter"])
     rows = []
     for net in sorted(svc.networks.list(), key=lambda n: n.name):
         if not _match(net, filters):
@@ -125,13 +110,7 @@ def inspect(ctx, argv):
         except BerthError as err:
             ctx.stderr.write(f"Error response from daemon: {err}\n")
             code = 1
-    if opts["format"]:
-        try:
-            ctx.out(output.render(opts["format"], found))
-        except output.TemplateError as err:
-            raise UsageError(str(err)) from None
-    elif found or not code:
-        ctx.out(json.dumps(found, indent=4))
+    output.print_inspected(ctx, opts["format"], found, failed=bool(code))
     return code
 
 

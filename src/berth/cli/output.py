@@ -15,6 +15,22 @@ _DECIMAL = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 _BINARY = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
+def print_inspected(ctx, template, found, failed=False):
+    """`inspect`'s output: ``template`` (--format) applied to each object found, or the
+    objects as a JSON array (left out when every name failed and none was found)."""
+    if template:
+        from berth.flags import UsageError
+
+        try:
+            ctx.out(render(template, found))
+        except TemplateError as err:
+            raise UsageError(str(err)) from None
+    elif found or not failed:
+        import json
+
+        ctx.out(json.dumps(found, indent=4))
+
+
 def human_size(n, precision=3):
     """4.26MB, as docker prints sizes (decimal units, 3 significant digits)."""
     return _scaled(n, 1000, _DECIMAL, precision)

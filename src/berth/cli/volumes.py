@@ -1,9 +1,9 @@
 """`berth volume create|ls|inspect|rm|prune` and `berth system df`: parsing and printing;
 the work is berth.engine.volumes' (and the image and container services')."""
 
-import json
 
 from berth.cli import output
+from berth.cli.args import filters, key_values
 from berth.errors import BerthError
 from berth.flags import Flag, UsageError, parse
 
@@ -12,27 +12,6 @@ def _service(ctx):
     from berth.cli.containers import _service as containers
 
     return containers(ctx).volumes
-
-
-def _kv(items, what):
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if what == "opt" and not eq:
-            raise UsageError(f'invalid argument "{item}" for "-o, --opt" flag: invalid '
-                             f"key value pair format")
-        out[key] = value
-    return out
-
-
-def _filters(items):
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UsageError("bad format of filter (expected name=value)")
-        out.setdefault(key.strip().lower(), []).append(value)
-    return out
 
 
 def create(ctx, argv):
@@ -48,8 +27,8 @@ def create(ctx, argv):
                              "positional arg, not both")
         name = args[0]
     try:
-        rec = _service(ctx).create(name, opts["driver"], _kv(opts["label"], "label"),
-                                   _kv(opts["opt"], "opt"))
+        rec = _service(ctx).create(name, opts["driver"], key_values(opts["label"], "label"),
+                                   key_values(opts["opt"], "opt"))
     except BerthError as err:
         ctx.stderr.write(f"Error response from daemon: {err}\n")
         return 1
@@ -74,8 +53,8 @@ def ls(ctx, argv):
 
     svc = _service(ctx)
     users = svc.users()
-    filters = _filters(opts["filter"])
-    rows = [_row(r, users) for r in svc.list() if match(r, filters, users)]
+    wanted = filters(opts["filter"], lower=True)
+    rows = [_row(r, users) for r in svc.list() if match(r, wanted, users)]
     if opts["quiet"]:
         for r in rows:
             ctx.out(r["Name"])
@@ -102,13 +81,7 @@ def inspect(ctx, argv):
         except BerthError as err:
             ctx.stderr.write(f"Error response from daemon: {err}\n")
             code = 1
-    if opts["format"]:
-        try:
-            ctx.out(output.render(opts["format"], found))
-        except output.TemplateError as err:
-            raise UsageError(str(err)) from None
-    elif found or not code:
-        ctx.out(json.dumps(found, indent=4))
+    output.print_inspected(ctx, opts["format"], found, failed=bool(code))
     return code
 
 
@@ -133,9 +106,9 @@ def prune(ctx, argv):
                               Flag("filter", kind="list")])
     if args:
         raise UsageError('"volume prune" accepts no arguments.')
-    filters = _filters(opts["filter"])
-    if "all" in filters:
-        opts["all"] = filters.pop("all")[-1].lower() in ("1", "true")
+    wanted = filters(opts["filter"], lower=True)
+    if "all" in wanted:
+        opts["all"] = wanted.pop("all")[-1].lower() in ("1", "true")
     if not opts["force"]:
         what = "all volumes" if opts["all"] else "all anonymous local volumes"
         ctx.stdout.write(f"WARNING! This will remove {what} not used by at least one "
@@ -145,7 +118,7 @@ def prune(ctx, argv):
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             return 0
-    removed, freed = _service(ctx).prune(all_volumes=opts["all"], filters=filters)
+    removed, freed = _service(ctx).prune(all_volumes=opts["all"], filters=wanted)
     if removed:
         ctx.out("Deleted Volumes:")
         for name in removed:
