@@ -20,18 +20,17 @@ class ExecFailed(SystemFailure):
         self.argv = list(argv)
 
 
-def run(argv, *, stdin=b"", env=None, timeout=60.0, cwd="/"):
+def run(argv, *, stdin=b"", env=None, timeout=60.0):
     """Run ``argv`` with ``env`` (exactly that environment) and ``stdin``; return Completed
     with stdout and stderr as bytes. Raises ExecFailed when it cannot start or times out
-    (it is killed then)."""
-    import subprocess
+    (it is killed then). The spawning is berth.sys.execute's (posix_spawn, no inherited
+    descriptors)."""
+    from berth.sys import execute
 
     try:
-        proc = subprocess.run(list(argv), input=stdin, env=env, cwd=cwd, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              close_fds=True)
-    except subprocess.TimeoutExpired:
+        code, out, err = execute.run(list(argv), stdin=stdin, env=env, timeout=timeout)
+    except execute.Timeout:
         raise ExecFailed(f"{argv[0]}: no answer within {timeout:g} s", argv) from None
     except OSError as err:
         raise ExecFailed(f"{argv[0]}: {err.strerror or err}", argv) from None
-    return Completed(list(argv), proc.returncode, proc.stdout, proc.stderr)
+    return Completed(list(argv), code, out, err)
