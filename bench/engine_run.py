@@ -9,7 +9,6 @@ usage: engine_run.py [-n N] [--detached M] [--only berth,docker,podman] [--no-wr
 """
 
 import argparse
-import datetime
 import os
 import platform
 import shutil
@@ -177,8 +176,8 @@ def main(argv):
     print(body)
     if not opts.no_write:
         sys.path.insert(0, HERE)
-        from oci_run import write_section
-        write_section(opts.results, SECTION + datetime.date.today().isoformat(), body)
+        from oci_run import write_dated
+        write_dated(opts.results, SECTION, body)
     return 0
 
 

@@ -16,7 +16,6 @@ usage: net.py [-n N] [--rounds R] [--seconds S] [--only berth,docker,podman]
 """
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -275,8 +274,8 @@ def main(argv):
     print(body)
     if not opts.no_write:
         sys.path.insert(0, HERE)
-        from oci_run import write_section
-        write_section(opts.results, SECTION + datetime.date.today().isoformat(), body)
+        from oci_run import write_dated
+        write_dated(opts.results, SECTION, body)
     return 0
 
 

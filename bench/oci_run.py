@@ -179,6 +179,11 @@ def table(results, names):
     return "\n".join(lines)
 
 
+def write_dated(path, section, body):
+    """``body`` under today's "``section``<date>" heading (see write_section)."""
+    write_section(path, section + datetime.date.today().isoformat(), body)
+
+
 def write_section(path, heading, body):
     """Put `heading` + body into the markdown file, replacing a section with that heading."""
     try:
@@ -262,7 +267,7 @@ def main(argv):
     text = "\n".join(body)
     print(text)
     if not opts.no_write:
-        write_section(opts.results, SECTION + datetime.date.today().isoformat(), text)
+        write_dated(opts.results, SECTION, text)
         print(f"\noci_run: wrote {os.path.relpath(opts.results)}", file=sys.stderr)
     return 0
 

@@ -10,7 +10,6 @@ usage: pull.py [-n ROUNDS] [--only berth,skopeo,podman,docker] [--no-write]
 """
 
 import argparse
-import datetime
 import gzip
 import hashlib
 import io
@@ -225,13 +224,6 @@ def start_registry(work):
     return Registry()
 
 
-def write_section(path, body):
-    heading = SECTION + datetime.date.today().isoformat()
-    sys.path.insert(0, HERE)
-    from oci_run import write_section as ws
-    ws(path, heading, body)
-
-
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=3)
@@ -286,7 +278,9 @@ def main(argv):
             + "\n".join(rows) + "\n")
     print(body)
     if not opts.no_write:
-        write_section(opts.results, body)
+        sys.path.insert(0, HERE)
+        from oci_run import write_dated
+        write_dated(opts.results, SECTION, body)
     return 0
 
 
