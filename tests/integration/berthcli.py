@@ -15,6 +15,20 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = "busybox:test"
+LAUNCHER = "/usr/local/bin/berth"
+
+
+def cli_argv():
+    """How the tests run `berth`: the installed launcher when it is this tree's (`make
+    test` installs it), so calls go through its warm fork server as a user's do; else the
+    package's __main__ on this interpreter."""
+    try:
+        with open(LAUNCHER) as f:
+            if repr(os.path.join(REPO, "src")) in f.read():
+                return [LAUNCHER]
+    except OSError:
+        pass
+    return [sys.executable, "-m", "berth.cli"]
 
 
 class Berth:
@@ -23,7 +37,7 @@ class Berth:
         self.env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
 
     def argv(self, *args):
-        return [sys.executable, "-m", "berth.cli", "--root", self.root, *args]
+        return [*cli_argv(), "--root", self.root, *args]
 
     def __call__(self, *args, check=True, input=None, timeout=120):
         proc = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.integration.berthcli import cli_argv
 from tests.integration.registry import Proxy, needs_registry, serve
 
 pytestmark = [needs_registry,
@@ -149,7 +150,7 @@ class Berth:
                         PYTHONPATH=os.path.join(REPO, "src"))
 
     def argv(self, *args):
-        return [sys.executable, "-m", "berth.cli", "--root", self.root, *args]
+        return [*cli_argv(), "--root", self.root, *args]
 
     def __call__(self, *args, check=True, input=None, timeout=120):
         proc = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env,

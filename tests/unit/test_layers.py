@@ -23,7 +23,8 @@ ALLOWED = {
     "network": {"errors", "units", "sys", "spec", "metadata", "events"},
     "engine": {"errors", "sys", "spec", "content", "metadata", "snapshots", "images",
                "flags", "units", "network", "events"},
-    "cli": {"errors", "spec", "content", "metadata", "snapshots", "registry", "images",
+    # cli -> sys: the launcher's client of its fork server (sys/forkserver.py).
+    "cli": {"errors", "sys", "spec", "content", "metadata", "snapshots", "registry", "images",
             "engine", "cli", "flags", "units", "events"},
 }
 

@@ -246,6 +246,29 @@ def entry():
     # is enough for the few cycles a command makes, even a long pull.
     gc.set_threshold(100_000, 50, 100)
     code = main()
+    _finish(code)
+
+
+def served(argv):
+    """A command in a child of the launcher's fork server (cli/launch.py); its exit code.
+    The server's objects are frozen: the collector walks only what the command makes."""
+    import gc
+
+    gc.set_threshold(100_000, 50, 100)
+    return _exit_code(main(argv), True)
+
+
+def _exit_code(code, finish_threads=False):
+    if finish_threads:
+        threading = sys.modules.get("threading")
+        if threading is not None and threading.active_count() > 1:
+            threading._shutdown()  # what the interpreter's exit would wait for
+        if "logging" in sys.modules:
+            sys.modules["logging"].shutdown()
+    return code if isinstance(code, int) else 0 if code is None else 1
+
+
+def _finish(code):
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -256,4 +279,4 @@ def entry():
         sys.exit(code)  # threads to join, log handlers to flush: the interpreter's way
     # Nothing is left to finish: the interpreter's teardown (every module's dict, the
     # database's objects) would cost ~2 ms of every command.
-    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    os._exit(_exit_code(code))

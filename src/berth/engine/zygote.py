@@ -63,13 +63,12 @@ def _request(path, payload, status_w):
     import _socket
     import sys
 
-    from berth.engine.monitor import short_socket_path
+    from berth.sys.forkserver import connect_unix
 
     message = b'{"src":%s,"payload":%s}' % (_json_str(_src()), payload)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    dirfd, short = short_socket_path(path)
     try:
-        if sock.connect_ex(short):
+        if connect_unix(sock, path):
             return None
         sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                   status_w.to_bytes(4, sys.byteorder))])
@@ -85,8 +84,6 @@ def _request(path, payload, status_w):
         return None
     finally:
         sock.close()
-        if dirfd >= 0:
-            os.close(dirfd)
 
 
 def _json_str(text):
@@ -122,6 +119,7 @@ def _main(path, ready_fd):
     import gc
     import select
     import socket
+    import sys
     import threading
 
     # Everything a monitor imports, loaded once here.
@@ -131,6 +129,8 @@ def _main(path, ready_fd):
     import berth.engine.monitor as monitor
     import berth.snapshots  # noqa: F401
     import berth.spec.jsonio  # noqa: F401
+    import berth.sys.forkserver as forkserver
+    import zlib  # noqa: F401
     import berth.sys.consts as consts
     import berth.sys.linux as linux
 
@@ -145,20 +145,16 @@ def _main(path, ready_fd):
     os.chdir("/")
     # Every container's init and stray processes re-parent to this process.
     linux.prctl(consts.PR_SET_CHILD_SUBREAPER, 1)
+    monitor.WARM_RUNTIME_DIR = os.path.dirname(path)
     threading.stack_size(256 * 1024)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    dirfd, short = monitor.short_socket_path(path)
     try:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        listener.bind(short)
-    finally:
-        if dirfd >= 0:
-            os.close(dirfd)
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    forkserver.bind_unix(listener, path)
     listener.listen(64)
-    watched = _loaded_files(_src())
+    watched = forkserver.loaded_files(sys.modules, _src() + os.sep)
     identity = os.stat(path)
     gc.collect()
     gc.freeze()
@@ -227,7 +223,9 @@ def _serve(conn, watched, monitor):
         except InvalidArgument as err:
             conn.sendall(str(err).encode())
             return True
-        if request.get("src") != _src() or _changed(watched):
+        from berth.sys.forkserver import changed
+
+        if request.get("src") != _src() or changed(watched):
             conn.sendall(b"stale")
             return False
         payload = jsonio.dumps(request["payload"]).encode()
@@ -294,43 +292,16 @@ def _await_other(path, tries=50):
     import socket
     import time
 
-    from berth.engine.monitor import short_socket_path
+    from berth.sys.forkserver import connect_unix
 
     for _ in range(tries):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        dirfd, short = short_socket_path(path)
         try:
-            if sock.connect_ex(short) == 0:
+            if connect_unix(sock, path) == 0:
                 return
         finally:
             sock.close()
-            if dirfd >= 0:
-                os.close(dirfd)
         time.sleep(0.1)
-
-
-def _loaded_files(src):
-    import sys
-
-    out = {}
-    for module in list(sys.modules.values()):
-        name = getattr(module, "__file__", None) or ""
-        if name.startswith(src + os.sep):
-            try:
-                out[name] = os.stat(name).st_mtime_ns
-            except OSError:
-                pass
-    return out
-
-
-def _changed(watched):
-    for name, mtime in watched.items():
-        try:
-            if os.stat(name).st_mtime_ns != mtime:
-                return True
-        except OSError:
-            return True
-    return False
 
 
 def _same_file(path, identity):

@@ -154,13 +154,17 @@ codecs.register(_search)
 # -IS: no `site` (~4.5 ms a call) and no user or environment paths; the installer's
 # site-packages (the venv's, Debian's dist-packages: isal, zstandard) come last, explicitly.
 CLI_LAUNCHER = """#!{python} -IS
-# berth launcher, written by `python -m berth.runtime.install`.
+# berth launcher, written by `python -m berth.runtime.install`: commands run in a child
+# of a warm fork server when one answers at the socket below (berth/cli/launch.py).
 import sys
 sys.path.insert(0, {src!r})
 sys.path += {packages!r}
-from berth.cli.main import entry
-entry()
+from berth.cli.launch import launch
+launch({sock!r}, {src!r})
 """
+
+# The CLI's fork servers, one per source tree.
+CLI_SOCKETS = "/run/berth"
 
 
 def install_cli(prefix, src, python=None):
@@ -172,10 +176,17 @@ def install_cli(prefix, src, python=None):
                                                                 "dist-packages"))]
     with open(tmp, "w") as f:
         f.write(CLI_LAUNCHER.format(python=python or sys.executable, src=src,
-                                    packages=packages))
+                                    packages=packages, sock=cli_socket(src)))
     os.chmod(tmp, 0o755)
     os.rename(tmp, path)
     return path
+
+
+def cli_socket(src):
+    """Where the fork server of the CLI from ``src`` listens."""
+    import zlib
+
+    return os.path.join(CLI_SOCKETS, f"cli-{zlib.crc32(src.encode()):08x}.sock")
 
 
 def install(prefix="/usr/local", python="/usr/bin/python3"):

@@ -29,6 +29,7 @@ VERBS = {
     "events": "berth.runtime.verbs.events",
     "spec": "berth.runtime.verbs.spec",
     "features": "berth.runtime.verbs.features",
+    "_serve": "berth.runtime.verbs.serve",
     "checkpoint": None,
     "restore": None,
 }
