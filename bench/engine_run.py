@@ -86,10 +86,10 @@ class Berth:
                                  "1000"])
 
     def monitors(self):
-        """The process that watches this root's containers: its zygote (every monitor is a
-        thread of it)."""
-        return _processes(lambda comm, cmd: b"berth.engine.zygote" in cmd and
-                          self.root.encode() in cmd)
+        """The processes that watch this root's containers: its zygote (every monitor is a
+        thread of it) and the zygote's warm berth-oci (`berth-oci _serve`), counted too."""
+        return _processes(lambda comm, cmd: (b"berth.engine.zygote" in cmd or
+                                             b"_serve\0" in cmd) and self.root.encode() in cmd)
 
     def clean(self):
         ids = subprocess.run(self.cmd + ["ps", "-aq"], capture_output=True,

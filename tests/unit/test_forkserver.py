@@ -196,3 +196,28 @@ def test_no_server_means_none(tmp_path):
     p = client(str(tmp_path / "none.sock"), "echo")
     _, err = p.communicate(timeout=30)
     assert (p.returncode, err) == (3, "no server\n")
+
+
+def test_a_spare_child_waits_for_the_next_call(server):
+    """The server forks the next call's child ahead of time; a call is handed to it."""
+    sock, _, pid = server
+
+    def children():
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+
+    for _ in range(300):
+        if children():
+            break
+        time.sleep(0.01)
+    spare = children()
+    assert len(spare) == 1, spare
+    p = client(sock, "echo", "x")
+    out, _ = p.communicate(timeout=30)
+    assert out == "x\n"
+    for _ in range(300):  # the spare ran the call, and a new one waits
+        if children() and children() != spare:
+            break
+        time.sleep(0.01)
+    assert len(children()) == 1 and children() != spare
+    assert not os.path.exists(f"/proc/{spare[0]}")

@@ -86,7 +86,7 @@ def _serve(sock, key, ready_fd):
 
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     forkserver.serve(sock, key, served, ready_fd, idle_s=IDLE_S,
-                     watch_prefix=src + os.sep)
+                     watch_prefix=src + os.sep, private_fds=(lock,))
     os._exit(0)
 
 

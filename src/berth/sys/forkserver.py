@@ -18,8 +18,11 @@ What the client does to stand in for the command's process:
 Protocol (one call per connection): the client sends a 4-byte little-endian length and a
 marshal'd dict (``argv``, ``env``, ``umask``, ``key``, ``fds``: the numbers the passed
 descriptors take in the child; the last one passed is the working directory, O_PATH) with
-its descriptors attached (SCM_RIGHTS). The server answers ``P`` + the child's pid (8
-bytes), later ``X`` + the wait status (4 bytes). ``S`` alone means "stale": the server's
+its descriptors attached (SCM_RIGHTS). The child answers ``P`` + its pid (8 bytes) first,
+later ``X`` + its wait status (4 bytes) just before it exits; the server sends ``X`` again
+once it has reaped it (the only one when a signal killed it; a second one is not read). A
+child forked ahead of time (a "spare") takes the call when there is one. ``S`` alone
+means "stale": the server's
 code is not the client's (``key`` differs, or a loaded module changed on disk since it
 started); it stops listening and the client runs the command itself.
 
@@ -31,6 +34,7 @@ import marshal
 import posix
 
 STALE = -1  # what ``call`` returns when the server was stale (and stopped listening)
+_EARLY_STATUS = True  # serve()'s choice, read by its children
 _FORWARDED = (1, 2, 3, 10, 12, 15, 18, 28)  # HUP INT QUIT USR1 USR2 TERM CONT WINCH
 _SIGTSTP = 20
 _SIGSTOP = 19
@@ -177,13 +181,19 @@ def _forward_signals(pid):
 
 # ---------------------------------------------------------------- server
 
-def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0):
+def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0,
+          private_fds=(), early_status=True):
     """Listen at ``path`` and run ``entry(argv)`` (its return: the exit code) in a child per
     call. ``key`` names the code (a client with another key is told "stale", and the server
     stops listening: its callers have moved on); modules loaded
     from under ``watch_prefix`` are watched for changes. ``ready_fd`` is closed once the
     server listens. Returns when stale or idle (or, with ``parent``, when that process is
-    no longer this one's parent) and every child has ended."""
+    no longer this one's parent) and every child has ended. ``private_fds`` are closed in
+    every child (a lock the server holds must not outlive it in a long command). With
+    ``early_status`` False only the server reports a child's status, once it has reaped it:
+    for callers that need the child gone (its orphans re-parented) when they hear of it."""
+    global _EARLY_STATUS
+    _EARLY_STATUS = early_status
     import _socket
     import gc
     import select
@@ -208,15 +218,27 @@ def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0):
     poller.register(listener.fileno(), select.POLLIN)
     by_fd = {}  # pidfd or connection fd -> the call it belongs to
     calls = []
+    spare = None
     idle_ms = 0
     while listener is not None or calls:
-        events = poller.poll(1000)
+        # The next call's child is forked ahead, while no call is in flight (forking beside
+        # a running call would delay its end) or after a tenth of a second of quiet.
+        wanted = spare is None and listener is not None
+        if wanted and not calls:
+            spare = _fork_spare(entry, [listener.fileno(), *private_fds])
+            wanted = False
+        events = poller.poll(100 if wanted else 1000)
+        if not events and wanted:
+            spare = _fork_spare(entry, [listener.fileno(), *private_fds] +
+                                [f for c in calls for f in (c.pidfd, c.conn.fileno())])
+            continue
         if not events:
             idle_ms += 1000
             if listener is not None and (_identity(path) != identity or
                                          (parent and posix.getppid() != parent) or
                                          (not calls and idle_ms >= idle_s * 1000)):
                 listener = _close_listener(listener, poller, path, identity)
+                spare = _drop_spare(spare)
             continue
         idle_ms = 0
         for fd, _ in events:
@@ -227,14 +249,17 @@ def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0):
                         conn.sendall(b"S")
                         conn.close()
                         listener = _close_listener(listener, poller, path, identity)
+                        spare = _drop_spare(spare)
                         continue
-                    c = _start(conn, key, entry, listener, calls)
+                    c, spare = _start(conn, key, entry, [listener.fileno(), *private_fds],
+                                      calls, spare)
                 except (OSError, ValueError, EOFError, TypeError, KeyError):
                     conn.close()
                     continue
                 if c is None:  # another key: this server is not the one wanted any more
                     conn.close()
                     listener = _close_listener(listener, poller, path, identity)
+                    spare = _drop_spare(spare)
                     continue
                 calls.append(c)
                 for f in (c.pidfd, c.conn.fileno()):
@@ -278,50 +303,129 @@ class _Call:
         self.conn, self.pid, self.pidfd = conn, pid, pidfd
 
 
-def _start(conn, key, entry, listener, calls):
-    """Read a call and fork its child; the _Call, or None (another key: "stale")."""
-    import _socket
+def _start(conn, key, entry, server_fds, calls, spare):
+    """Read a call and hand it to the spare child (or fork one); (the _Call, or None for
+    another key: "stale"; the spare left, None once used)."""
 
     conn.settimeout(5)
-    data, ancillary, _, _ = conn.recvmsg(1 << 16, _socket.CMSG_SPACE(4 * 8))
     fds = []
-    for level, kind, payload in ancillary:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds += [int.from_bytes(payload[i:i + 4], "little")
-                    for i in range(0, len(payload) - len(payload) % 4, 4)]
     try:
-        for fd in fds:
-            posix.set_inheritable(fd, False)
-        size = int.from_bytes(data[:4], "little")
-        body = data[4:]
-        while len(body) < size:
-            chunk = conn.recv(size - len(body))
-            if not chunk:
-                raise EOFError
-            body += chunk
+        body = _receive_call(conn, fds)
         request = marshal.loads(body)
         if request["key"] != key:
             conn.sendall(b"S")
-            return None
+            return None, spare
         if len(fds) != len(request["fds"]) + 1:
             raise ValueError("descriptors missing")
         conn.settimeout(None)
-        pid = posix.fork()
-        if pid == 0:
-            _child(request, fds, entry, [listener.fileno(), conn.fileno()] +
-                   [f for c in calls for f in (c.pidfd, c.conn.fileno())])
+        pid = _hand_over(spare, len(body).to_bytes(4, "little") + body,
+                         [*fds, conn.fileno()])
+        spare = None
+        if pid is None:
+            pid = posix.fork()
+            if pid == 0:
+                _child(request, fds, entry, [*server_fds] +
+                       [f for c in calls for f in (c.pidfd, c.conn.fileno())], conn.fileno())
         pidfd = posix.pidfd_open(pid)
-        conn.sendall(b"P" + pid.to_bytes(8, "little"))
-        return _Call(conn, pid, pidfd)
+        return _Call(conn, pid, pidfd), spare
     finally:
         for fd in fds:
             posix.close(fd)
 
 
-def _child(request, fds, entry, server_fds):
-    """In the forked child: become the caller's command, run it, exit with its code."""
+class _Spare:
+    """A child forked ahead of the next call (a fork of the server costs ~1 ms), waiting
+    on its end of a socket pair for the call's request and descriptors."""
+    __slots__ = ("pid", "sock")
+
+    def __init__(self, pid, sock):
+        self.pid, self.sock = pid, sock
+
+
+def _fork_spare(entry, server_fds):
+    import _socket
+
+    mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    pid = posix.fork()
+    if pid == 0:
+        try:
+            mine.close()
+            for fd in server_fds:
+                posix.close(fd)
+            fds = []
+            data = _receive_call(theirs, fds)
+            theirs.close()
+            request = marshal.loads(data)
+        except BaseException:  # noqa: BLE001 - the server went, or gave up this spare
+            posix._exit(0)
+        _child(request, fds[:-1], entry, [], fds[-1])
+    theirs.close()
+    return _Spare(pid, mine)
+
+
+def _receive_call(sock, fds):
+    """A call's request bytes (length-prefixed); the descriptors that came with it are
+    added to ``fds`` (non-inheritable), for the caller to close whatever happens."""
+    import _socket
+
+    data, ancillary, _, _ = sock.recvmsg(1 << 16, _socket.CMSG_SPACE(4 * 8))
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(payload[i:i + 4], "little")
+                    for i in range(0, len(payload) - len(payload) % 4, 4)]
+    for fd in fds:
+        posix.set_inheritable(fd, False)
+    if not data:
+        raise EOFError
+    size = int.from_bytes(data[:4], "little")
+    body = data[4:]
+    while len(body) < size:
+        chunk = sock.recv(size - len(body))
+        if not chunk:
+            raise EOFError
+        body += chunk
+    return body
+
+
+def _hand_over(spare, message, fds):
+    """Give a call to the spare; its pid, or None when there is none (or it died)."""
+    import _socket
+
+    if spare is None:
+        return None
+    try:
+        spare.sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                        b"".join(fd.to_bytes(4, "little") for fd in fds))])
+        return spare.pid
+    except OSError:
+        _kill(spare.pid)
+        posix.waitpid(spare.pid, 0)
+        return None
+    finally:
+        spare.sock.close()
+
+
+def _drop_spare(spare):
+    """Let the spare go (it exits on the closed socket) and reap it; None."""
+    if spare is not None:
+        spare.sock.close()
+        try:
+            posix.waitpid(spare.pid, 0)
+        except ChildProcessError:
+            pass
+    return None
+
+
+def _child(request, fds, entry, server_fds, conn_fd):
+    """In the forked child: become the caller's command, run it, tell the caller its code
+    on ``conn_fd`` (at once: the server would only say it once this process is torn down,
+    ~0.5 ms later; unless serve() was told not to) and exit with it. A child killed by a
+    signal is reported by the server."""
     code = 1
     try:
+        # The caller learns who runs its command (to forward signals) before anything else
+        # is said on the connection: its exit status comes later, from here.
+        posix.write(conn_fd, b"P" + posix.getpid().to_bytes(8, "little"))
         for fd in server_fds:
             posix.close(fd)
         for target, fd in zip(request["fds"], fds):
@@ -359,7 +463,13 @@ def _child(request, fds, entry, server_fds):
                 stream.flush()
             except BaseException:  # noqa: BLE001 - a closed pipe: nothing more to say
                 pass
-        posix._exit(code if isinstance(code, int) else 1)
+        code = (code if isinstance(code, int) else 1) & 0xFF
+        if _EARLY_STATUS:
+            try:
+                posix.write(conn_fd, b"X" + (code << 8).to_bytes(4, "little"))
+            except OSError:
+                pass  # the caller is gone
+        posix._exit(code)
 
 
 def _streams(open_fds):

@@ -43,8 +43,10 @@ def main(g, verb, args):
     launcher = os.path.abspath(sys.argv[0])
     src = os.path.dirname(os.path.dirname(os.path.abspath(berth.__file__)))
     parent = os.getppid()
+    # early_status=False: a monitor hears of a `run -d` once its runtime child is reaped,
+    # so the container's init has been re-parented to the zygote, which waits for it.
     forkserver.serve(sock, key(launcher, parent), _entry, idle_s=IDLE_S, parent=parent,
-                     watch_prefix=src + "/")
+                     watch_prefix=src + "/", early_status=False)
     return 0
 
 
