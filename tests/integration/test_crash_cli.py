@@ -126,6 +126,23 @@ def _simulate_reboot(berth, cids):
     for path in sorted(mounts, key=len, reverse=True):
         subprocess.run(["umount", "-l", path], check=False)
     shutil.rmtree(os.path.join(berth.root, "run"), ignore_errors=True)
+    # The containers' cgroups go with the boot too (they would be left behind, empty, for
+    # every run of this test otherwise).
+    for cid in cids:
+        for hierarchy in os.listdir("/sys/fs/cgroup"):
+            path = os.path.join("/sys/fs/cgroup", hierarchy, "berth", cid)
+            if os.path.isdir(path):
+                until(f"{path} removed", lambda: _rmdir(path))
+
+
+def _rmdir(path):
+    try:
+        os.rmdir(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # busy until its killed processes are gone
 
 
 def test_reboot_then_ps_is_truthful_and_restore_brings_back_policies(berth):
