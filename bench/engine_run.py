@@ -105,6 +105,8 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10)
     ap.add_argument("--detached", type=int, default=50)
+    ap.add_argument("--settle", type=int, default=15,
+                    help="seconds before the second memory reading")
     ap.add_argument("--only", default="berth,docker,podman")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true")
@@ -150,10 +152,13 @@ def main(argv):
         # engine's containers (berth's zygote; podman's conmons; docker's shims), divided by
         # the containers running (the --detached ones).
         mem = {}
-        for name, e in engines.items():
-            pids = e.monitors() if name == "berth" else peer_monitors(e)
-            if pids:
-                mem[name] = sum(pss(p) for p in pids) / opts.detached
+        settled = {}
+        for when, into in ((0, mem), (opts.settle, settled)):
+            time.sleep(when)
+            for name, e in engines.items():
+                pids = e.monitors() if name == "berth" else peer_monitors(e)
+                if pids:
+                    into[name] = sum(pss(p) for p in pids) / opts.detached
     finally:
         for name, e in engines.items():
             try:
@@ -161,17 +166,22 @@ def main(argv):
             except Exception:  # noqa: BLE001 - cleanup of a benchmark
                 pass
         shutil.rmtree(work, ignore_errors=True)
-    rows = ["| engine | run --rm median ms | run -d median ms | monitor PSS per container |",
-            "| --- | ---: | ---: | ---: |"]
+    rows = ["| engine | run --rm median ms | run -d median ms | monitor PSS per container, "
+            "at once | after the settle |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+
+    def mb(m):
+        return f"{m / 1e6:.2f} MB" if m else "-"
+
     for name in engines:
-        m = mem.get(name)
         rows.append(f"| {name} | {statistics.median(rm_times[name]) * 1e3:.0f} | "
                     f"{statistics.median(d_times[name]) * 1e3:.0f} | "
-                    f"{f'{m / 1e6:.1f} MB' if m else '-'} |")
+                    f"{mb(mem.get(name))} | {mb(settled.get(name))} |")
     body = (f"Machine: {os.cpu_count()} cores, kernel {platform.release()}. busybox imported "
             f"into each engine; all with `--network none`; {opts.n} `run --rm "
             f"true` and {opts.detached} `run -d sleep` each, interleaved; memory with all "
-            f"{opts.detached} detached containers running.\n\n"
+            f"{opts.detached} detached containers running, read at once and {opts.settle} s "
+            f"later.\n\n"
             + "\n".join(rows) + "\n")
     print(body)
     if not opts.no_write:

@@ -156,6 +156,7 @@ def _main(path, ready_fd):
     listener.listen(64)
     watched = forkserver.loaded_files(sys.modules, _src() + os.sep)
     identity = os.stat(path)
+    held = _hold_database(os.path.dirname(os.path.dirname(path)))
     gc.collect()
     gc.freeze()
     os.close(ready_fd)
@@ -174,6 +175,7 @@ def _main(path, ready_fd):
                     (idle_ms >= IDLE_S * 1000 and threading.active_count() == 1)):
                 listener = _stop_listening(listener, poller, path, identity, lock)
                 lock = -1
+                held = _release(held)
             continue
         idle_ms = 0
         conn, _ = listener.accept()
@@ -181,12 +183,42 @@ def _main(path, ready_fd):
             if not _serve(conn, watched, monitor):
                 listener = _stop_listening(listener, poller, path, identity, lock)
                 lock = -1
+                held = _release(held)
         except (OSError, ValueError):
             pass
         finally:
             conn.close()
     reaper.sweep(final=True)
     os._exit(0)
+
+
+def _hold_database(root):
+    """An idle connection to the root's metadata database, held while this zygote listens.
+
+    SQLite checkpoints the WAL into the database and deletes it when the last connection
+    closes: with this one open, a command's close is just a close (~0.5-1 ms and three
+    fdatasyncs less for every berth command). Commits still checkpoint now and then
+    (every 1000 pages), and the last closer, this one included, checkpoints as before."""
+    import sqlite3
+
+    path = os.path.join(root, "metadata.db")
+    if not os.path.exists(path):
+        return None
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA user_version").fetchone()  # opens the WAL: a shared lock, kept
+        return db
+    except sqlite3.Error:
+        return None
+
+
+def _release(held):
+    if held is not None:
+        try:
+            held.close()
+        except Exception:  # noqa: BLE001 - only a checkpoint is lost, the next closer's
+            pass
+    return None
 
 
 def _stop_listening(listener, poller, path, identity, lock):

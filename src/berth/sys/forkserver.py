@@ -245,18 +245,12 @@ def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0,
             if listener is not None and fd == listener.fileno():
                 conn = _accept(listener)
                 try:
-                    if changed(watched):
-                        conn.sendall(b"S")
-                        conn.close()
-                        listener = _close_listener(listener, poller, path, identity)
-                        spare = _drop_spare(spare)
-                        continue
-                    c, spare = _start(conn, key, entry, [listener.fileno(), *private_fds],
-                                      calls, spare)
+                    c, spare = _start(conn, key, watched, entry,
+                                      [listener.fileno(), *private_fds], calls, spare)
                 except (OSError, ValueError, EOFError, TypeError, KeyError):
                     conn.close()
                     continue
-                if c is None:  # another key: this server is not the one wanted any more
+                if c is None:  # stale: this server is not the one wanted any more
                     conn.close()
                     listener = _close_listener(listener, poller, path, identity)
                     spare = _drop_spare(spare)
@@ -303,16 +297,18 @@ class _Call:
         self.conn, self.pid, self.pidfd = conn, pid, pidfd
 
 
-def _start(conn, key, entry, server_fds, calls, spare):
-    """Read a call and hand it to the spare child (or fork one); (the _Call, or None for
-    another key: "stale"; the spare left, None once used)."""
+def _start(conn, key, watched, entry, server_fds, calls, spare):
+    """Read a call and hand it to the spare child (or fork one); (the _Call, or None when
+    this server is stale: another key, or its code changed on disk; the spare left, None
+    once used). The request is read before any answer: a caller still sending when the
+    connection closed would only see a broken pipe, not the "stale"."""
 
     conn.settimeout(5)
     fds = []
     try:
         body = _receive_call(conn, fds)
         request = marshal.loads(body)
-        if request["key"] != key:
+        if request["key"] != key or changed(watched):
             conn.sendall(b"S")
             return None, spare
         if len(fds) != len(request["fds"]) + 1:

@@ -10,7 +10,7 @@ The server runs on the same read-only interpreter copy as every berth-oci call (
 runs first), so /proc/<pid>/exe of its children is as unwritable as a fresh call's. It is
 not a subreaper: a container's init whose runtime child exits re-parents to the caller's
 nearest one (berth's zygote, which starts the server as its child). It stops listening when
-its parent goes, when it was idle for a minute, or when the launcher it runs from is
+its parent goes, when it was idle for ten seconds, or when the launcher it runs from is
 replaced (``key``), and exits once its last child is done.
 """
 
@@ -20,7 +20,9 @@ from berth.runtime.main import need_id
 from berth.sys import fastos as os
 
 USAGE = "usage: berth-oci _serve SOCKET\n"
-IDLE_S = 60
+# A start-up cache, not a resident: it exits once no runtime call came for this long (a
+# burst of `run`s keeps it; containers that just run do not need it).
+IDLE_S = 10
 
 
 def key(launcher, parent):
