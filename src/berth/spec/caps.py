@@ -28,10 +28,17 @@ def mask(names):
     return bits
 
 
+_host_last_cap = None
+
+
 def host_last_cap():
-    """The highest capability the running kernel knows."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
-            return int(f.read())
-    except OSError:
-        return LAST_CAP
+    """The highest capability the running kernel knows (read once a process: a container's
+    spec asks for it once a capability)."""
+    global _host_last_cap
+    if _host_last_cap is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap", "rb") as f:
+                _host_last_cap = int(f.read())
+        except OSError:
+            return LAST_CAP
+    return _host_last_cap
