@@ -55,3 +55,14 @@ def test_launcher_runs_from_source_without_a_bundle(installed):
     src, launcher = installed
     os.unlink(launcher.parent.parent / "lib" / "berth" / "berth-oci.bundle")
     assert version(launcher) == "berth-oci version 0.1.0"
+
+
+def test_only_login_runs_outside_the_fork_server():
+    from berth.cli.launch import _local
+
+    assert _local(["login", "reg.example"])
+    assert _local(["--root", "/x", "-D", "login"])
+    assert _local(["--root=/x", "login"])
+    assert not _local(["--root", "login", "ps"])  # "login" is --root's value here
+    assert not _local(["run", "--rm", "img", "login"])
+    assert not _local([])

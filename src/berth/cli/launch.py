@@ -43,11 +43,13 @@ def launch(sock, key):
 
 
 def _local(args):
+    """Whether the command (the first word after the global flags) must run here."""
+    args = iter(args)
     for arg in args:
-        if not arg.startswith("-"):
-            return arg in _LOCAL
         if arg == "--root":
-            return False  # a flag with a value before the command: not worth parsing
+            next(args, None)  # its value
+        elif not arg.startswith("-"):
+            return arg in _LOCAL
     return False
 
 

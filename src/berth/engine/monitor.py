@@ -45,6 +45,7 @@ text), 4 error (message), 5 started (pid as text). The client ends a session on 
 detach keys by closing its socket (`attach` returns DETACHED).
 """
 
+import _thread
 import os
 
 from berth.errors import SystemFailure
@@ -467,8 +468,8 @@ OWNED = set()
 
 # Set by the zygote: the directory of its warm runtime's socket (see _warm_runtime).
 WARM_RUNTIME_DIR = None
-_warm_lock = None
-_warm_started = {}
+_WARM_LOCK = _thread.allocate_lock()
+_warm_started = {}  # socket -> until when a server started for it may still be starting
 
 
 def _warm_runtime(argv, env, stdio):
@@ -486,12 +487,11 @@ def _warm_runtime(argv, env, stdio):
     launcher = argv[0]
     sock = os.path.join(WARM_RUNTIME_DIR, f"oci-{zlib.crc32(launcher.encode()):08x}.sock")
     try:
-        st = os.stat(launcher)
+        # The launcher's file and this zygote: a server left by a dead zygote (re-parented
+        # elsewhere, so no longer a way to this one's subreaping) is stale.
+        key = forkserver.file_key(launcher, os.getpid())
     except OSError:
         return None
-    # The key names the launcher's file and this zygote: a server left by a dead zygote
-    # (re-parented elsewhere, so no longer a way to this one's subreaping) is stale.
-    key = f"{launcher}:{st.st_ino}:{st.st_mtime_ns}:{os.getpid()}"
     status = forkserver.call(sock, argv, key, env=env, stdio=stdio, forward=False)
     if status is None or status == forkserver.STALE:
         _start_warm_runtime(launcher, sock, env, status == forkserver.STALE)
@@ -500,26 +500,19 @@ def _warm_runtime(argv, env, stdio):
 
 
 def _start_warm_runtime(launcher, sock, env, stale):
-    """Start a server for ``sock`` unless one is starting (for a second at most; a stale
-    answer means the server there has just given up the path, and one must start)."""
+    """Start a server for ``sock`` (this zygote's child, reaped by its reaper) unless one is
+    starting (for two seconds at most; a stale answer means the server there has just given
+    up the path, and one must start)."""
     import time
 
-    global _warm_lock
-    if _warm_lock is None:
-        import _thread
-        _warm_lock = _thread.allocate_lock()
-    with _warm_lock:
+    from berth.sys import spawn
+
+    with _WARM_LOCK:
         if not stale and _warm_started.get(sock, 0) > time.monotonic():
             return  # one is starting
         _warm_started[sock] = time.monotonic() + 2
         try:
-            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            try:
-                os.posix_spawn(launcher, [launcher, "_serve", sock], env, file_actions=[
-                    (os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
-                    (os.POSIX_SPAWN_DUP2, null, 2)])
-            finally:
-                os.close(null)
+            spawn.spawn_detached([launcher, "_serve", sock], env)
         except OSError:
             pass  # the runtime is spawned per call, as without a server
 

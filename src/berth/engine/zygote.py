@@ -201,7 +201,9 @@ def _hold_database(root):
     (every 1000 pages), and the last closer, this one included, checkpoints as before."""
     import sqlite3
 
-    path = os.path.join(root, "metadata.db")
+    from berth.metadata.db import database_path
+
+    path = database_path(root)
     if not os.path.exists(path):
         return None
     try:

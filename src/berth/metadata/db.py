@@ -88,11 +88,16 @@ def _check_target(name, target):
         raise InvalidArgument(f"image {name}: target size {size!r} is not a non-negative integer")
 
 
+def database_path(root):
+    """Where a berth root keeps its metadata database."""
+    return os.path.join(root, "metadata.db")
+
+
 class Metadata:
     """The metadata database of one berth root."""
 
     def __init__(self, root):
-        self.path = os.path.join(root, "metadata.db")
+        self.path = database_path(root)
         self._lock = _thread.RLock()
         self._depth = 0  # nesting of transaction() on the connection
         try:

@@ -22,9 +22,9 @@ its descriptors attached (SCM_RIGHTS). The child answers ``P`` + its pid (8 byte
 later ``X`` + its wait status (4 bytes) just before it exits; the server sends ``X`` again
 once it has reaped it (the only one when a signal killed it; a second one is not read). A
 child forked ahead of time (a "spare") takes the call when there is one. ``S`` alone
-means "stale": the server's
-code is not the client's (``key`` differs, or a loaded module changed on disk since it
-started); it stops listening and the client runs the command itself.
+means "stale": the server's code is not the client's (``key`` differs, or a loaded module
+changed on disk since it started); it stops listening and the client runs the command
+itself.
 
 The server is single-threaded, so a fork copies one thread in a known state. It exits when
 it has been idle (no call, no child) for ``idle_s``.
@@ -34,7 +34,6 @@ import marshal
 import posix
 
 STALE = -1  # what ``call`` returns when the server was stale (and stopped listening)
-_EARLY_STATUS = True  # serve()'s choice, read by its children
 _FORWARDED = (1, 2, 3, 10, 12, 15, 18, 28)  # HUP INT QUIT USR1 USR2 TERM CONT WINCH
 _SIGTSTP = 20
 _SIGSTOP = 19
@@ -89,6 +88,13 @@ def call(path, argv, key, env=None, stdio=None, forward=True):
     if reply[:1] != b"X":
         return 9  # the server died: as if the command was killed
     return int.from_bytes(reply[1:], "little")
+
+
+def file_key(path, *more):
+    """A key naming the code a server runs by its file's identity (``path`` replaced or
+    touched: another key) and ``more`` (the server's parent, say)."""
+    st = posix.stat(path)
+    return ":".join(str(part) for part in (path, st.st_ino, st.st_mtime_ns, *more))
 
 
 def exit_like(status):
@@ -192,8 +198,6 @@ def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0,
     every child (a lock the server holds must not outlive it in a long command). With
     ``early_status`` False only the server reports a child's status, once it has reaped it:
     for callers that need the child gone (its orphans re-parented) when they hear of it."""
-    global _EARLY_STATUS
-    _EARLY_STATUS = early_status
     import _socket
     import gc
     import select
@@ -220,17 +224,22 @@ def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0,
     calls = []
     spare = None
     idle_ms = 0
+
+    def held():
+        """The server's descriptors, which a child closes first."""
+        return [listener.fileno(), *private_fds,
+                *(f for c in calls for f in (c.pidfd, c.conn.fileno()))]
+
     while listener is not None or calls:
         # The next call's child is forked ahead, while no call is in flight (forking beside
         # a running call would delay its end) or after a tenth of a second of quiet.
         wanted = spare is None and listener is not None
         if wanted and not calls:
-            spare = _fork_spare(entry, [listener.fileno(), *private_fds])
+            spare = _fork_spare(entry, held(), early_status)
             wanted = False
         events = poller.poll(100 if wanted else 1000)
         if not events and wanted:
-            spare = _fork_spare(entry, [listener.fileno(), *private_fds] +
-                                [f for c in calls for f in (c.pidfd, c.conn.fileno())])
+            spare = _fork_spare(entry, held(), early_status)
             continue
         if not events:
             idle_ms += 1000
@@ -245,8 +254,8 @@ def serve(path, key, entry, ready_fd=-1, idle_s=300, watch_prefix="", parent=0,
             if listener is not None and fd == listener.fileno():
                 conn = _accept(listener)
                 try:
-                    c, spare = _start(conn, key, watched, entry,
-                                      [listener.fileno(), *private_fds], calls, spare)
+                    c, spare = _start(conn, key, watched, entry, held(), spare,
+                                      early_status)
                 except (OSError, ValueError, EOFError, TypeError, KeyError):
                     conn.close()
                     continue
@@ -297,7 +306,7 @@ class _Call:
         self.conn, self.pid, self.pidfd = conn, pid, pidfd
 
 
-def _start(conn, key, watched, entry, server_fds, calls, spare):
+def _start(conn, key, watched, entry, server_fds, spare, early_status):
     """Read a call and hand it to the spare child (or fork one); (the _Call, or None when
     this server is stale: another key, or its code changed on disk; the spare left, None
     once used). The request is read before any answer: a caller still sending when the
@@ -320,8 +329,7 @@ def _start(conn, key, watched, entry, server_fds, calls, spare):
         if pid is None:
             pid = posix.fork()
             if pid == 0:
-                _child(request, fds, entry, [*server_fds] +
-                       [f for c in calls for f in (c.pidfd, c.conn.fileno())], conn.fileno())
+                _child(request, fds, entry, server_fds, conn.fileno(), early_status)
         pidfd = posix.pidfd_open(pid)
         return _Call(conn, pid, pidfd), spare
     finally:
@@ -338,7 +346,7 @@ class _Spare:
         self.pid, self.sock = pid, sock
 
 
-def _fork_spare(entry, server_fds):
+def _fork_spare(entry, server_fds, early_status):
     import _socket
 
     mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -354,7 +362,7 @@ def _fork_spare(entry, server_fds):
             request = marshal.loads(data)
         except BaseException:  # noqa: BLE001 - the server went, or gave up this spare
             posix._exit(0)
-        _child(request, fds[:-1], entry, [], fds[-1])
+        _child(request, fds[:-1], entry, [], fds[-1], early_status)
     theirs.close()
     return _Spare(pid, mine)
 
@@ -412,10 +420,10 @@ def _drop_spare(spare):
     return None
 
 
-def _child(request, fds, entry, server_fds, conn_fd):
+def _child(request, fds, entry, server_fds, conn_fd, early_status):
     """In the forked child: become the caller's command, run it, tell the caller its code
     on ``conn_fd`` (at once: the server would only say it once this process is torn down,
-    ~0.5 ms later; unless serve() was told not to) and exit with it. A child killed by a
+    ~0.5 ms later; unless ``early_status`` is False) and exit with it. A child killed by a
     signal is reported by the server."""
     code = 1
     try:
@@ -460,7 +468,7 @@ def _child(request, fds, entry, server_fds, conn_fd):
             except BaseException:  # noqa: BLE001 - a closed pipe: nothing more to say
                 pass
         code = (code if isinstance(code, int) else 1) & 0xFF
-        if _EARLY_STATUS:
+        if early_status:
             try:
                 posix.write(conn_fd, b"X" + (code << 8).to_bytes(4, "little"))
             except OSError:

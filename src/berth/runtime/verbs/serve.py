@@ -25,14 +25,6 @@ USAGE = "usage: berth-oci _serve SOCKET\n"
 IDLE_S = 10
 
 
-def key(launcher, parent):
-    """What a caller must name to be served: the launcher file's identity (a reinstall
-    makes running servers stale) and the server's parent, the one process whose subreaping
-    its containers' inits reach."""
-    st = os.stat(launcher)
-    return f"{launcher}:{st.st_ino}:{st.st_mtime_ns}:{parent}"
-
-
 def main(g, verb, args):
     sock = need_id(verb, args)[0]
     from berth.runtime.guard import ensure_readonly_interpreter
@@ -47,7 +39,9 @@ def main(g, verb, args):
     parent = os.getppid()
     # early_status=False: a monitor hears of a `run -d` once its runtime child is reaped,
     # so the container's init has been re-parented to the zygote, which waits for it.
-    forkserver.serve(sock, key(launcher, parent), _entry, idle_s=IDLE_S, parent=parent,
+    # The key a caller must name: the launcher file's identity (a reinstall makes running
+    # servers stale) and this server's parent, whose subreaping its containers' inits reach.
+    forkserver.serve(sock, forkserver.file_key(launcher, parent), _entry, idle_s=IDLE_S, parent=parent,
                      watch_prefix=src + "/", early_status=False)
     return 0
 
