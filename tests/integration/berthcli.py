@@ -13,9 +13,16 @@ import sys
 import tarfile
 import time
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = "busybox:test"
 LAUNCHER = "/usr/local/bin/berth"
+RUNTIME = "/usr/local/bin/berth-oci"
+
+# The CLI tests run containers with the installed berth-oci (the engine's default runtime).
+needs_berth_oci = pytest.mark.skipif(not os.access(RUNTIME, os.X_OK),
+                                     reason="berth-oci is not installed (make install-bin)")
 
 
 def cli_argv():

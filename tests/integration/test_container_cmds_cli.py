@@ -12,19 +12,11 @@ import struct
 import termios
 import time
 
-import pytest
+from tests.integration.berthcli import IMAGE, needs_berth_oci, wait_for
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox, wait_for
-
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 P = f"c{os.getpid()}"
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 class Terminal:

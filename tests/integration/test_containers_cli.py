@@ -7,17 +7,9 @@ import subprocess
 import tarfile
 import time
 
-import pytest
+from tests.integration.berthcli import IMAGE, needs_berth_oci
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
-
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
+pytestmark = needs_berth_oci
 
 
 def test_run_output_and_exit_codes(berth):

@@ -8,17 +8,11 @@ import tarfile
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, needs_berth_oci
 
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 P = f"cp{os.getpid()}"
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

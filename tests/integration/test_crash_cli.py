@@ -9,19 +9,11 @@ import shutil
 import signal
 import subprocess
 
-import pytest
+from tests.integration.berthcli import IMAGE, needs_berth_oci, until
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox, until
-
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 P = f"cr{os.getpid()}"
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 def crashing(berth, point, *args):

@@ -6,19 +6,11 @@ import os
 import subprocess
 import time
 
-import pytest
+from tests.integration.berthcli import IMAGE, needs_berth_oci
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
-
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 P = f"ev{os.getpid()}"
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 def actions(berth, *filters, since="10m"):

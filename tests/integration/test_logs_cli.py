@@ -5,19 +5,11 @@ import os
 import subprocess
 import time
 
-import pytest
+from tests.integration.berthcli import IMAGE, needs_berth_oci
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
-
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 P = f"lg{os.getpid()}"
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 def test_tail_timestamps_since_until_details(berth):

@@ -9,11 +9,10 @@ import subprocess
 import pytest
 
 from berth.network.firewall import table_name
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, berth_with_busybox, needs_berth_oci
 from tests.integration.test_networks_cli import SERVE, _fetch, _free_port, _leftovers
 
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 PID = os.getpid()
 EXPOSED = "busybox:exposed"

@@ -13,11 +13,10 @@ import time
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, needs_berth_oci
 from tests.integration.test_networks_cli import _leftovers
 
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 PID = os.getpid()
 NS = f"bmtu{PID}"
@@ -74,11 +73,6 @@ for i in range(100):
 
 def sh(*argv):
     subprocess.run(argv, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 @pytest.fixture

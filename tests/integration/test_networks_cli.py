@@ -10,10 +10,9 @@ import urllib.request
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, berth_with_busybox, needs_berth_oci
 
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 PID = os.getpid()
 SERVE = ("mkdir -p /www && echo page-$0 > /www/index.html && exec httpd -f -p 80 -h /www")

@@ -6,10 +6,9 @@ import os
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, berth_with_busybox
+from tests.integration.berthcli import IMAGE, berth_with_busybox, needs_berth_oci
 
-pytestmark = pytest.mark.skipif(not os.access("/usr/local/bin/berth-oci", os.X_OK),
-                                reason="berth-oci is not installed (make install-bin)")
+pytestmark = needs_berth_oci
 
 P = f"v{os.getpid()}"
 DATA_IMAGE = f"{P}-data:1"

@@ -15,15 +15,10 @@ import time
 
 import pytest
 
-from tests.integration.berthcli import IMAGE, LAUNCHER, berth_with_busybox, cli_argv, until
+from tests.integration.berthcli import IMAGE, LAUNCHER, cli_argv, until
 
 pytestmark = pytest.mark.skipif(cli_argv() != [LAUNCHER],
                                 reason="the berth launcher is not this tree's (make install-bin)")
-
-
-@pytest.fixture(scope="module")
-def berth(busybox_rootfs, tmp_path_factory):
-    yield from berth_with_busybox(busybox_rootfs, tmp_path_factory)
 
 
 def _launcher_socket():
